@@ -1,0 +1,1 @@
+//! sealwatch agent library.

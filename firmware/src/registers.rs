@@ -1,0 +1,162 @@
+//! The seal node's Modbus register map, defined once.
+//!
+//! Addresses are 0-based protocol addresses (what goes on the wire), not the 1-based "reference
+//! numbers" some tools print. Multi-register values are big-endian words, high word first (ABCD).
+//!
+//! Invariant: addresses never change meaning once released; new points are appended.
+
+/// A Modbus data table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Read/write single bits (function codes 01, 05, 0F).
+    Coil,
+    /// Read-only single bits (function code 02).
+    DiscreteInput,
+    /// Read/write 16-bit registers (function codes 03, 06, 10).
+    Holding,
+    /// Read-only 16-bit registers (function code 04).
+    Input,
+}
+
+/// How the registers of a point are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One bit of a coil or discrete input.
+    Bool,
+    /// One unsigned 16-bit register.
+    U16,
+    /// Two registers, unsigned 32-bit, high word first.
+    U32,
+}
+
+impl Kind {
+    /// Registers (or bits) the point occupies.
+    pub const fn width(self) -> u16 {
+        match self {
+            Kind::Bool | Kind::U16 => 1,
+            Kind::U32 => 2,
+        }
+    }
+}
+
+/// One named point of the register map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointSpec {
+    /// Name used in the agent's device profile.
+    pub name: &'static str,
+    /// Table the point lives in.
+    pub table: Table,
+    /// 0-based protocol address of its first register or bit.
+    pub address: u16,
+    /// Interpretation of its registers.
+    pub kind: Kind,
+}
+
+/// Discrete input: lid-closed limit switch, debounced.
+pub const DI_LID_CLOSED: u16 = 0;
+/// Discrete input: lid-open limit switch, debounced.
+pub const DI_LID_OPEN: u16 = 1;
+/// Discrete input: charging gate open, debounced.
+pub const DI_GATE_OPEN: u16 = 2;
+/// Discrete input: lid switches implausible (both on, or both off longer than the travel time).
+pub const DI_LID_FAULT: u16 = 3;
+/// Discrete input: level transmitter outside the NAMUR NE43 measuring range.
+pub const DI_LEVEL_FAULT: u16 = 4;
+/// Number of discrete inputs.
+pub const DISCRETE_INPUT_COUNT: u16 = 5;
+
+/// Input register: material level in the bin, mm above the gate.
+pub const IR_LEVEL_MM: u16 = 0;
+/// Input register: raw loop current of the level transmitter, µA.
+pub const IR_LEVEL_RAW_UA: u16 = 1;
+/// Input register: locally derived seal state, see [`SealState`].
+pub const IR_SEAL_STATE: u16 = 2;
+/// Input register: fault bits, see the `FAULT_*` constants.
+pub const IR_FAULT_BITS: u16 = 3;
+/// Input registers (2, high word first): lid open/close cycles since power-up.
+pub const IR_LID_CYCLES: u16 = 4;
+/// Input registers (2, high word first): breaches detected locally since power-up.
+pub const IR_BREACH_COUNT: u16 = 6;
+/// Input registers (2, high word first): seconds since power-up.
+pub const IR_UPTIME_S: u16 = 8;
+/// Input register: firmware version, major in the high byte, minor in the low byte.
+pub const IR_FIRMWARE_VERSION: u16 = 10;
+/// Input register: sequence number of the newest latched seal event (wraps at 65535).
+pub const IR_EVENT_SEQ: u16 = 11;
+/// Number of input registers before the event latch.
+pub const INPUT_REGISTER_COUNT: u16 = 12;
+
+/// Holding register: Modbus unit id (1–247).
+pub const HR_UNIT_ID: u16 = 0;
+/// Holding register: baud rate divided by 100 (96 = 9600, 1152 = 115200).
+pub const HR_BAUD_HUNDREDS: u16 = 1;
+/// Holding register: parity (0 none, 1 odd, 2 even).
+pub const HR_PARITY: u16 = 2;
+/// Holding register: switch debounce time, ms.
+pub const HR_DEBOUNCE_MS: u16 = 3;
+/// Holding register: level at 20 mA, mm (level span).
+pub const HR_LEVEL_SPAN_MM: u16 = 4;
+/// Holding register: minimum level that keeps the material seal, mm.
+pub const HR_SEAL_LEVEL_MIN_MM: u16 = 5;
+/// Holding register: lid travel time, ms (both switches off longer than this = fault).
+pub const HR_TRAVEL_TIME_MS: u16 = 6;
+/// Holding register: write [`COMMIT_MAGIC`] here to apply and persist the settings above.
+pub const HR_COMMIT: u16 = 7;
+/// Number of holding registers.
+pub const HOLDING_REGISTER_COUNT: u16 = 8;
+
+/// The value that, written to [`HR_COMMIT`], applies and persists pending settings.
+pub const COMMIT_MAGIC: u16 = 0xC0DE;
+
+/// Fault bit: lid switches implausible.
+pub const FAULT_LID_SWITCHES: u16 = 1 << 0;
+/// Fault bit: level loop current below 3.8 mA (NE43: broken wire or transmitter failure).
+pub const FAULT_LEVEL_LOW_CURRENT: u16 = 1 << 1;
+/// Fault bit: level loop current above 20.5 mA (NE43: short circuit or transmitter failure).
+pub const FAULT_LEVEL_HIGH_CURRENT: u16 = 1 << 2;
+/// Fault bit: settings storage blank or corrupt, defaults in use.
+pub const FAULT_SETTINGS_DEFAULTED: u16 = 1 << 3;
+
+/// Local seal state as exposed in [`IR_SEAL_STATE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum SealState {
+    /// Inputs faulty or not yet settled: neither sealed nor breached is known.
+    Unknown = 0,
+    /// Lid and gate closed.
+    Sealed = 1,
+    /// A charging step in progress with the seal held.
+    Charging = 2,
+    /// A breach signature is present.
+    Breach = 3,
+}
+
+impl SealState {
+    /// Decodes a register value; anything unknown is [`SealState::Unknown`].
+    pub const fn from_register(value: u16) -> Self {
+        match value {
+            1 => SealState::Sealed,
+            2 => SealState::Charging,
+            3 => SealState::Breach,
+            _ => SealState::Unknown,
+        }
+    }
+}
+
+/// Every named point of the seal node, in address order per table.
+pub const SEAL_NODE_POINTS: &[PointSpec] = &[
+    PointSpec { name: "lid_closed", table: Table::DiscreteInput, address: DI_LID_CLOSED, kind: Kind::Bool },
+    PointSpec { name: "lid_open", table: Table::DiscreteInput, address: DI_LID_OPEN, kind: Kind::Bool },
+    PointSpec { name: "gate_open", table: Table::DiscreteInput, address: DI_GATE_OPEN, kind: Kind::Bool },
+    PointSpec { name: "lid_fault", table: Table::DiscreteInput, address: DI_LID_FAULT, kind: Kind::Bool },
+    PointSpec { name: "level_fault", table: Table::DiscreteInput, address: DI_LEVEL_FAULT, kind: Kind::Bool },
+    PointSpec { name: "level_mm", table: Table::Input, address: IR_LEVEL_MM, kind: Kind::U16 },
+    PointSpec { name: "level_raw_ua", table: Table::Input, address: IR_LEVEL_RAW_UA, kind: Kind::U16 },
+    PointSpec { name: "seal_state", table: Table::Input, address: IR_SEAL_STATE, kind: Kind::U16 },
+    PointSpec { name: "fault_bits", table: Table::Input, address: IR_FAULT_BITS, kind: Kind::U16 },
+    PointSpec { name: "lid_cycles", table: Table::Input, address: IR_LID_CYCLES, kind: Kind::U32 },
+    PointSpec { name: "breach_count", table: Table::Input, address: IR_BREACH_COUNT, kind: Kind::U32 },
+    PointSpec { name: "uptime_s", table: Table::Input, address: IR_UPTIME_S, kind: Kind::U32 },
+    PointSpec { name: "firmware_version", table: Table::Input, address: IR_FIRMWARE_VERSION, kind: Kind::U16 },
+    PointSpec { name: "event_seq", table: Table::Input, address: IR_EVENT_SEQ, kind: Kind::U16 },
+];
