@@ -1,1 +1,13 @@
-//! sealwatch agent library.
+//! sealwatch agent: polls furnace-top seal sensors and VOC analyzers over Modbus, keeps what they
+//! say in a local SQLite store, and shows the plant's seal status.
+//!
+//! Data flows one way: bus tasks ([`poll`]) → pipeline ([`run`]) → [`store`], with the live
+//! [`state`] read by the [`status`] page.
+
+pub mod clock;
+pub mod config;
+pub mod poll;
+pub mod run;
+pub mod state;
+pub mod status;
+pub mod store;

@@ -1,0 +1,944 @@
+//! Site configuration: loaded in two stages.
+//!
+//! 1. [`raw`]: the TOML as written, through serde with `deny_unknown_fields`.
+//! 2. [`load`] validates it purely — no port is opened, no database touched — and collects
+//!    **every** problem, each with its file, line and key and what was expected. Only a config
+//!    without problems becomes a [`SiteConfig`], whose types cannot hold an invalid value
+//!    (a [`UnitId`] is 1–247, durations are `Duration`s, references are indices).
+
+pub mod profile;
+pub mod raw;
+pub mod source;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::profile::{validate_profile, Profile, SEAL_NODE_PROFILE};
+use self::raw::{RawBus, RawConfig, RawProfile};
+use self::source::{KeyPath, SourceFile};
+
+/// One problem found in a configuration or profile file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when the place could be found.
+    pub line: Option<usize>,
+    /// Key path, e.g. `devices[2].unit_id`.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{}:{line}: {}: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            ),
+            None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read and has problems; all of them are listed.
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), list(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn list(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Collects problems of one file.
+pub(crate) struct Issues<'a> {
+    file: &'a SourceFile,
+    list: &'a mut Vec<ConfigIssue>,
+}
+
+impl Issues<'_> {
+    pub(crate) fn push(&mut self, key: KeyPath, message: impl Into<String>) {
+        self.list.push(ConfigIssue {
+            file: self.file.path().to_owned(),
+            line: self.file.line_of(&key),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A Modbus unit id, 1–247 (0 is broadcast, 248–255 reserved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(u8);
+
+impl UnitId {
+    /// The unit id, if `value` is 1–247.
+    pub fn new(value: i64) -> Option<Self> {
+        u8::try_from(value)
+            .ok()
+            .filter(|v| (1..=247).contains(v))
+            .map(UnitId)
+    }
+
+    /// The raw id.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Display for UnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Permit class of the plant (排污许可管理类别).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermitClass {
+    /// 重点管理
+    Key,
+    /// 简化管理
+    Simplified,
+    /// 登记管理
+    Registration,
+}
+
+/// `[site]`, validated.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Short identifier.
+    pub id: String,
+    /// Plant name.
+    pub name: String,
+    /// Permit number.
+    pub permit_number: String,
+    /// Permit class.
+    pub permit_class: PermitClass,
+    /// Local time zone.
+    pub time_zone: chrono_tz::Tz,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Database file (absolute, or relative to the working directory).
+    pub path: PathBuf,
+    /// Size limit of the database file, bytes.
+    pub disk_budget_bytes: u64,
+    /// How long raw readings are kept.
+    pub raw_retention: Duration,
+    /// Longest time between commits.
+    pub commit_interval: Duration,
+}
+
+/// Serial line settings of an RTU bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    /// Device path.
+    pub port: String,
+    /// Baud rate.
+    pub baud: u32,
+    /// Parity.
+    pub parity: Parity,
+    /// 7 or 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// How a bus is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus TCP to `host:port`.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// Modbus RTU on a serial line.
+    Rtu(SerialSettings),
+}
+
+/// `[[buses]]`, validated.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Name.
+    pub name: String,
+    /// Transport.
+    pub transport: Transport,
+    /// Response timeout of each request.
+    pub timeout: Duration,
+    /// Unused registers a merged read may span.
+    pub max_gap: u16,
+    /// Failed polls in a row before a device is degraded.
+    pub degrade_after: u32,
+    /// How often a degraded device is probed.
+    pub probe_interval: Duration,
+}
+
+/// `[[devices]]`, validated.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Name.
+    pub name: String,
+    /// Index into [`SiteConfig::buses`].
+    pub bus: usize,
+    /// Unit id.
+    pub unit: UnitId,
+    /// Profile.
+    pub profile: Arc<Profile>,
+    /// Poll interval.
+    pub poll_interval: Duration,
+}
+
+/// `[[furnaces.bins]]`, validated.
+#[derive(Debug, Clone)]
+pub struct BinConfig {
+    /// Name within the furnace.
+    pub name: String,
+    /// Index into [`SiteConfig::devices`] of its seal node.
+    pub device: usize,
+    /// Lowest level keeping the material seal, mm.
+    pub seal_level_min_mm: u32,
+    /// Longest a lid or gate may be open.
+    pub max_open: Duration,
+}
+
+/// `[[furnaces.analyzers]]`, validated.
+#[derive(Debug, Clone)]
+pub struct AnalyzerConfig {
+    /// Name within the furnace.
+    pub name: String,
+    /// Index into [`SiteConfig::devices`].
+    pub device: usize,
+    /// Point carrying NMHC, mg/m³.
+    pub nmhc_point: String,
+}
+
+/// `[[furnaces]]`, validated.
+#[derive(Debug, Clone)]
+pub struct FurnaceConfig {
+    /// Name.
+    pub name: String,
+    /// Coal bins.
+    pub bins: Vec<BinConfig>,
+    /// Analyzers.
+    pub analyzers: Vec<AnalyzerConfig>,
+}
+
+/// A whole validated site configuration.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Site identity.
+    pub site: Site,
+    /// Database.
+    pub store: StoreSettings,
+    /// Status page address; `None` when turned off.
+    pub status_listen: Option<SocketAddr>,
+    /// Buses.
+    pub buses: Vec<BusConfig>,
+    /// Devices.
+    pub devices: Vec<DeviceConfig>,
+    /// Furnaces.
+    pub furnaces: Vec<FurnaceConfig>,
+}
+
+/// Reads and validates a configuration file and the profiles it uses.
+pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let source = SourceFile::new(path, text);
+    let mut found = Vec::new();
+    let raw: Option<RawConfig> = parse_toml(&source, &mut found);
+    let Some(raw) = raw else {
+        return Err(ConfigError::Invalid(found));
+    };
+    let config = validate(&source, raw, &mut found);
+    if found.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(found))
+    }
+}
+
+/// Parses TOML into `T`, turning a serde error into an issue with line and key.
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    source: &SourceFile,
+    found: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    match toml::from_str::<T>(source.text()) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            let offset = err.span().map(|s| s.start);
+            let mut key = offset.map(|o| source.path_at(o)).unwrap_or_default();
+            let message = err.message().trim().to_owned();
+            // For an unknown field, serde points at the table; name the offending key itself.
+            let mut line = offset.map(|o| source.line_of_offset(o));
+            if let Some(field) = unknown_field(&message) {
+                if let Some(o) = offset {
+                    if let Some((l, _)) = find_key_line(source.text(), o, field) {
+                        line = Some(l);
+                    }
+                }
+                if !matches!(key.0.last(), Some(source::Seg::Key(k)) if k == field) {
+                    key = key.key(field);
+                }
+            }
+            found.push(ConfigIssue {
+                file: source.path().to_owned(),
+                line,
+                key: key.to_string(),
+                message,
+            });
+            None
+        }
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// The line where `key = ` is first written at or after `offset`.
+fn find_key_line(text: &str, offset: usize, key: &str) -> Option<(usize, usize)> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let mut pos = start;
+    for line in text[start..].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                let n = text[..pos].bytes().filter(|&b| b == b'\n').count() + 1;
+                return Some((n, pos));
+            }
+        }
+        pos += line.len();
+    }
+    None
+}
+
+fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -> SiteConfig {
+    let root = KeyPath::root();
+    let base_dir = source
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut profiles = ProfileLoader::new(&base_dir, raw.profiles_dir.as_deref());
+    let mut issues = Issues {
+        file: source,
+        list: found,
+    };
+
+    // [site]
+    let site_path = root.key("site");
+    let id_ok = !raw.site.id.is_empty()
+        && raw
+            .site
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !id_ok {
+        issues.push(
+            site_path.key("id"),
+            format!(
+                "site id '{}' must be non-empty letters, digits, '-' or '_'",
+                raw.site.id
+            ),
+        );
+    }
+    let permit_class = match raw.site.permit_class.as_str() {
+        "key" => PermitClass::Key,
+        "simplified" => PermitClass::Simplified,
+        "registration" => PermitClass::Registration,
+        other => {
+            issues.push(
+                site_path.key("permit_class"),
+                format!("unknown permit class '{other}'; expected key (重点管理), simplified (简化管理) or registration (登记管理)"),
+            );
+            PermitClass::Key
+        }
+    };
+    let tz_name = raw.site.time_zone.as_deref().unwrap_or("Asia/Shanghai");
+    let time_zone = tz_name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+        issues.push(
+            site_path.key("time_zone"),
+            format!("unknown time zone '{tz_name}'; expected an IANA name such as Asia/Shanghai"),
+        );
+        chrono_tz::Asia::Shanghai
+    });
+    let site = Site {
+        id: raw.site.id,
+        name: raw.site.name,
+        permit_number: raw.site.permit_number,
+        permit_class,
+        time_zone,
+    };
+
+    // [store]
+    let store_path = root.key("store");
+    let db = raw.store.path.as_deref().unwrap_or("sealwatch.db");
+    let budget = ranged(
+        &mut issues,
+        &store_path.key("disk_budget_mib"),
+        raw.store.disk_budget_mib,
+        2048,
+        16,
+        1 << 20,
+        "MiB",
+    );
+    let retention = ranged(
+        &mut issues,
+        &store_path.key("raw_retention_days"),
+        raw.store.raw_retention_days,
+        90,
+        1,
+        3650,
+        "days",
+    );
+    let commit = ranged(
+        &mut issues,
+        &store_path.key("commit_interval_ms"),
+        raw.store.commit_interval_ms,
+        1000,
+        100,
+        10_000,
+        "ms",
+    );
+    let store = StoreSettings {
+        path: base_dir.join(db),
+        disk_budget_bytes: budget as u64 * 1024 * 1024,
+        raw_retention: Duration::from_secs(retention as u64 * 86_400),
+        commit_interval: Duration::from_millis(commit as u64),
+    };
+
+    // [status]
+    let listen = raw.status.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let status_listen = if listen.is_empty() {
+        None
+    } else {
+        match listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                issues.push(
+                    root.key("status").key("listen"),
+                    format!("'{listen}' is not an address; expected ip:port such as 127.0.0.1:8080, or \"\" to turn the page off"),
+                );
+                None
+            }
+        }
+    };
+
+    // [[buses]]
+    let mut buses = Vec::new();
+    let mut bus_index: HashMap<String, usize> = HashMap::new();
+    for (i, raw_bus) in raw.buses.into_iter().enumerate() {
+        let path = root.key("buses").index(i);
+        if bus_index.contains_key(&raw_bus.name) {
+            issues.push(
+                path.key("name"),
+                format!(
+                    "duplicate bus name '{}'; bus names must be unique",
+                    raw_bus.name
+                ),
+            );
+        }
+        let bus = validate_bus(&path, raw_bus, &mut issues);
+        bus_index.entry(bus.name.clone()).or_insert(buses.len());
+        buses.push(bus);
+    }
+
+    // [[devices]]
+    let mut devices = Vec::new();
+    let mut device_index: HashMap<String, usize> = HashMap::new();
+    let mut units: HashMap<(usize, u8), String> = HashMap::new();
+    for (i, d) in raw.devices.into_iter().enumerate() {
+        let path = root.key("devices").index(i);
+        if device_index.contains_key(&d.name) {
+            issues.push(
+                path.key("name"),
+                format!(
+                    "duplicate device name '{}'; device names must be unique",
+                    d.name
+                ),
+            );
+        }
+        let bus = match bus_index.get(&d.bus) {
+            Some(&b) => b,
+            None => {
+                issues.push(
+                    path.key("bus"),
+                    format!(
+                        "device '{}' is on bus '{}', which is not defined; defined buses: {}",
+                        d.name,
+                        d.bus,
+                        names(bus_index.keys())
+                    ),
+                );
+                usize::MAX
+            }
+        };
+        let unit = match UnitId::new(d.unit_id) {
+            Some(unit) => {
+                if bus != usize::MAX {
+                    if let Some(other) = units.insert((bus, unit.get()), d.name.clone()) {
+                        issues.push(
+                            path.key("unit_id"),
+                            format!(
+                                "unit id {unit} on bus '{}' is already used by device '{other}'",
+                                d.bus
+                            ),
+                        );
+                    }
+                }
+                unit
+            }
+            None => {
+                issues.push(
+                    path.key("unit_id"),
+                    format!(
+                        "unit id {} is outside 1–247 (0 is broadcast, 248–255 are reserved)",
+                        d.unit_id
+                    ),
+                );
+                UnitId(1)
+            }
+        };
+        let interval = ranged(
+            &mut issues,
+            &path.key("poll_interval_ms"),
+            d.poll_interval_ms,
+            1000,
+            100,
+            3_600_000,
+            "ms",
+        );
+        let profile = profiles.get(&d.profile, issues.list).unwrap_or_else(|| {
+            issues.push(
+                path.key("profile"),
+                format!(
+                    "profile '{}' not found: no built-in profile of that name and no file {}",
+                    d.profile,
+                    profiles.file_of(&d.profile).display()
+                ),
+            );
+            Arc::new(Profile {
+                name: d.profile.clone(),
+                description: String::new(),
+                points: Vec::new(),
+            })
+        });
+        device_index.entry(d.name.clone()).or_insert(devices.len());
+        devices.push(DeviceConfig {
+            name: d.name,
+            bus,
+            unit,
+            profile,
+            poll_interval: Duration::from_millis(interval as u64),
+        });
+    }
+
+    // [[furnaces]]
+    let mut furnaces = Vec::new();
+    let mut furnace_names: HashMap<String, usize> = HashMap::new();
+    for (fi, f) in raw.furnaces.into_iter().enumerate() {
+        let path = root.key("furnaces").index(fi);
+        if furnace_names.insert(f.name.clone(), fi).is_some() {
+            issues.push(
+                path.key("name"),
+                format!("duplicate furnace name '{}'", f.name),
+            );
+        }
+        let mut bins = Vec::new();
+        let mut seen: HashMap<String, ()> = HashMap::new();
+        for (bi, b) in f.bins.into_iter().enumerate() {
+            let bpath = path.key("bins").index(bi);
+            if seen.insert(b.name.clone(), ()).is_some() {
+                issues.push(
+                    bpath.key("name"),
+                    format!("duplicate bin name '{}' in furnace '{}'", b.name, f.name),
+                );
+            }
+            let device = device_ref(
+                &mut issues,
+                &bpath,
+                &b.device,
+                &device_index,
+                &devices,
+                &["lid_closed", "lid_open", "gate_open", "level_mm"],
+            );
+            let level = ranged(
+                &mut issues,
+                &bpath.key("seal_level_min_mm"),
+                Some(b.seal_level_min_mm),
+                0,
+                1,
+                100_000,
+                "mm",
+            );
+            let max_open = ranged(
+                &mut issues,
+                &bpath.key("max_open_s"),
+                Some(b.max_open_s),
+                0,
+                1,
+                86_400,
+                "s",
+            );
+            bins.push(BinConfig {
+                name: b.name,
+                device,
+                seal_level_min_mm: level as u32,
+                max_open: Duration::from_secs(max_open as u64),
+            });
+        }
+        let mut analyzers = Vec::new();
+        for (ai, a) in f.analyzers.into_iter().enumerate() {
+            let apath = path.key("analyzers").index(ai);
+            if seen.insert(a.name.clone(), ()).is_some() {
+                issues.push(
+                    apath.key("name"),
+                    format!("duplicate name '{}' in furnace '{}'", a.name, f.name),
+                );
+            }
+            let nmhc_point = a.nmhc_point.unwrap_or_else(|| "nmhc".to_owned());
+            let device = device_ref(
+                &mut issues,
+                &apath,
+                &a.device,
+                &device_index,
+                &devices,
+                &[nmhc_point.as_str()],
+            );
+            analyzers.push(AnalyzerConfig {
+                name: a.name,
+                device,
+                nmhc_point,
+            });
+        }
+        furnaces.push(FurnaceConfig {
+            name: f.name,
+            bins,
+            analyzers,
+        });
+    }
+
+    SiteConfig {
+        file: source.path().to_owned(),
+        site,
+        store,
+        status_listen,
+        buses,
+        devices,
+        furnaces,
+    }
+}
+
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let mut v: Vec<&str> = keys.map(String::as_str).collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "(none)".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// A device referenced by a bin or analyzer, whose profile must have `needs` points.
+fn device_ref(
+    issues: &mut Issues<'_>,
+    path: &KeyPath,
+    name: &str,
+    index: &HashMap<String, usize>,
+    devices: &[DeviceConfig],
+    needs: &[&str],
+) -> usize {
+    let Some(&i) = index.get(name) else {
+        issues.push(
+            path.key("device"),
+            format!(
+                "device '{name}' is not defined; defined devices: {}",
+                names(index.keys())
+            ),
+        );
+        return usize::MAX;
+    };
+    let profile = &devices[i].profile;
+    let missing: Vec<&str> = needs
+        .iter()
+        .copied()
+        .filter(|p| profile.point(p).is_none())
+        .collect();
+    if !missing.is_empty() && !profile.points.is_empty() {
+        issues.push(
+            path.key("device"),
+            format!(
+                "device '{name}' uses profile '{}', which has no point(s) {}",
+                profile.name,
+                missing.join(", ")
+            ),
+        );
+    }
+    i
+}
+
+/// An optional integer setting with a default and an inclusive range.
+fn ranged(
+    issues: &mut Issues<'_>,
+    path: &KeyPath,
+    value: Option<i64>,
+    default: i64,
+    lo: i64,
+    hi: i64,
+    unit: &str,
+) -> i64 {
+    match value {
+        None => default,
+        Some(v) if (lo..=hi).contains(&v) => v,
+        Some(v) => {
+            issues.push(
+                path.clone(),
+                format!("{v} {unit} is out of range; expected {lo}–{hi} {unit}"),
+            );
+            default.clamp(lo, hi)
+        }
+    }
+}
+
+fn validate_bus(path: &KeyPath, raw: RawBus, issues: &mut Issues<'_>) -> BusConfig {
+    let timeout = ranged(
+        issues,
+        &path.key("timeout_ms"),
+        raw.timeout_ms,
+        1000,
+        10,
+        60_000,
+        "ms",
+    );
+    let max_gap = ranged(
+        issues,
+        &path.key("max_gap"),
+        raw.max_gap,
+        8,
+        0,
+        100,
+        "registers",
+    );
+    let degrade_after = ranged(
+        issues,
+        &path.key("degrade_after"),
+        raw.degrade_after,
+        3,
+        1,
+        100,
+        "polls",
+    );
+    let probe = ranged(
+        issues,
+        &path.key("probe_interval_ms"),
+        raw.probe_interval_ms,
+        30_000,
+        100,
+        3_600_000,
+        "ms",
+    );
+    let misplaced = |issues: &mut Issues<'_>, key: &str, present: bool, kind: &str| {
+        if present {
+            issues.push(
+                path.key(key),
+                format!("'{key}' does not apply to a {kind} bus"),
+            );
+        }
+    };
+    let transport = match raw.kind.as_str() {
+        "tcp" => {
+            misplaced(issues, "port", raw.port.is_some(), "tcp");
+            misplaced(issues, "baud", raw.baud.is_some(), "tcp");
+            misplaced(issues, "parity", raw.parity.is_some(), "tcp");
+            misplaced(issues, "data_bits", raw.data_bits.is_some(), "tcp");
+            misplaced(issues, "stop_bits", raw.stop_bits.is_some(), "tcp");
+            let address = raw.address.unwrap_or_default();
+            let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !port_ok {
+                issues.push(
+                    if address.is_empty() { path.clone() } else { path.key("address") },
+                    format!("a tcp bus needs address = \"host:port\" with a port 1–65535; got '{address}'"),
+                );
+            }
+            Transport::Tcp { address }
+        }
+        "rtu" => {
+            misplaced(issues, "address", raw.address.is_some(), "rtu");
+            let port = raw.port.unwrap_or_default();
+            if port.is_empty() {
+                issues.push(
+                    path.clone(),
+                    "an rtu bus needs port = \"/dev/ttyUSB0\" (the serial device)",
+                );
+            }
+            let baud = ranged(
+                issues,
+                &path.key("baud"),
+                raw.baud,
+                9600,
+                1200,
+                115_200,
+                "baud",
+            );
+            let parity = match raw.parity.as_deref().unwrap_or("none") {
+                "none" => Parity::None,
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                other => {
+                    issues.push(
+                        path.key("parity"),
+                        format!("unknown parity '{other}'; expected none, even or odd"),
+                    );
+                    Parity::None
+                }
+            };
+            let data_bits = ranged(
+                issues,
+                &path.key("data_bits"),
+                raw.data_bits,
+                8,
+                7,
+                8,
+                "bits",
+            );
+            let stop_bits = ranged(
+                issues,
+                &path.key("stop_bits"),
+                raw.stop_bits,
+                1,
+                1,
+                2,
+                "bits",
+            );
+            Transport::Rtu(SerialSettings {
+                port,
+                baud: baud as u32,
+                parity,
+                data_bits: data_bits as u8,
+                stop_bits: stop_bits as u8,
+            })
+        }
+        other => {
+            issues.push(
+                path.key("type"),
+                format!("unknown bus type '{other}'; expected tcp or rtu"),
+            );
+            Transport::Tcp {
+                address: String::new(),
+            }
+        }
+    };
+    BusConfig {
+        name: raw.name,
+        transport,
+        timeout: Duration::from_millis(timeout as u64),
+        max_gap: max_gap as u16,
+        degrade_after: degrade_after as u32,
+        probe_interval: Duration::from_millis(probe as u64),
+    }
+}
+
+/// Loads each profile once, from the profiles folder or built in.
+struct ProfileLoader {
+    dir: PathBuf,
+    loaded: BTreeMap<String, Option<Arc<Profile>>>,
+}
+
+impl ProfileLoader {
+    fn new(base: &Path, dir: Option<&str>) -> Self {
+        ProfileLoader {
+            dir: base.join(dir.unwrap_or("profiles")),
+            loaded: BTreeMap::new(),
+        }
+    }
+
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
+    /// The profile, or `None` if it exists nowhere. Problems inside a profile file are added to
+    /// `found` (with that file's lines) and the profile is still returned.
+    fn get(&mut self, name: &str, found: &mut Vec<ConfigIssue>) -> Option<Arc<Profile>> {
+        if let Some(p) = self.loaded.get(name) {
+            return p.clone();
+        }
+        let file = self.file_of(name);
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let profile = match std::fs::read_to_string(&file) {
+            Ok(text) if valid_name => {
+                let source = SourceFile::new(&file, text);
+                let raw: Option<RawProfile> = parse_toml(&source, found);
+                raw.map(|raw| {
+                    let mut issues = Issues {
+                        file: &source,
+                        list: found,
+                    };
+                    Arc::new(validate_profile(name, raw, &mut issues))
+                })
+                .or_else(|| {
+                    Some(Arc::new(Profile {
+                        name: name.to_owned(),
+                        description: String::new(),
+                        points: Vec::new(),
+                    }))
+                })
+            }
+            _ if name == SEAL_NODE_PROFILE => Some(Arc::new(Profile::seal_node())),
+            _ => None,
+        };
+        self.loaded.insert(name.to_owned(), profile.clone());
+        profile
+    }
+}
+
+#[cfg(test)]
+mod tests;

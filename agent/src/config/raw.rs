@@ -1,0 +1,199 @@
+//! The configuration file as written: serde structures, nothing checked beyond TOML types.
+//!
+//! The doc comments on these fields are the user documentation of each key (mirrored in
+//! `config/site-example.toml` and the README). Unit suffixes say the unit (`_ms`, `_s`, `_mm`).
+//! Integers that have a legal range are read as `i64` so that `validate` can say what is wrong
+//! ("unit id 300 is outside 1–247") instead of a generic type error.
+
+use serde::Deserialize;
+
+/// A whole site configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Who and where this plant is; copied into every evidence bundle.
+    pub site: RawSite,
+    /// The local database.
+    #[serde(default)]
+    pub store: RawStore,
+    /// The local status page.
+    #[serde(default)]
+    pub status: RawStatus,
+    /// Folder with device profiles (`<name>.toml`), relative to this file. Default `profiles`.
+    pub profiles_dir: Option<String>,
+    /// Field buses: a Modbus TCP endpoint (or gateway) or an RS-485 serial line.
+    #[serde(default)]
+    pub buses: Vec<RawBus>,
+    /// Modbus devices: seal nodes, analyzers, pressure transmitters.
+    #[serde(default)]
+    pub devices: Vec<RawDevice>,
+    /// Carbonization furnaces with their coal bins and analyzers.
+    #[serde(default)]
+    pub furnaces: Vec<RawFurnace>,
+}
+
+/// `[site]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    /// Short site identifier, letters, digits, `-` and `_` (used in evidence and uploads).
+    pub id: String,
+    /// Plant name as on the permit.
+    pub name: String,
+    /// Pollutant discharge permit number (排污许可证编号).
+    pub permit_number: String,
+    /// Permit class: `key` (重点管理), `simplified` (简化管理) or `registration` (登记管理).
+    pub permit_class: String,
+    /// IANA time zone of the plant, for local hours in summaries. Default `Asia/Shanghai`.
+    pub time_zone: Option<String>,
+}
+
+/// `[store]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// SQLite database file, relative to this file. Default `sealwatch.db`.
+    pub path: Option<String>,
+    /// Largest size the database may grow to, MiB; raw readings are pruned oldest first past it.
+    /// Default 2048.
+    pub disk_budget_mib: Option<i64>,
+    /// How long raw readings are kept, days. Default 90.
+    pub raw_retention_days: Option<i64>,
+    /// Longest time between commits of polled readings, ms (100–10000). Default 1000.
+    pub commit_interval_ms: Option<i64>,
+}
+
+/// `[status]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    /// Address the status page listens on. Default `127.0.0.1:8080`; `""` turns it off.
+    pub listen: Option<String>,
+}
+
+/// `[[buses]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    /// Unique bus name, referenced by devices.
+    pub name: String,
+    /// `tcp` (Modbus TCP) or `rtu` (Modbus RTU on a serial line).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// tcp: `host:port` of the device or gateway.
+    pub address: Option<String>,
+    /// rtu: serial device path, e.g. `/dev/ttyUSB0`.
+    pub port: Option<String>,
+    /// rtu: baud rate (1200–115200). Default 9600.
+    pub baud: Option<i64>,
+    /// rtu: `none`, `even` or `odd`. Default `none`.
+    pub parity: Option<String>,
+    /// rtu: 7 or 8. Default 8.
+    pub data_bits: Option<i64>,
+    /// rtu: 1 or 2. Default 1.
+    pub stop_bits: Option<i64>,
+    /// Response timeout of each request, ms (10–60000). Default 1000.
+    pub timeout_ms: Option<i64>,
+    /// Registers of unused space a merged read may span between two points (0–100). Default 8.
+    pub max_gap: Option<i64>,
+    /// A device that failed this many polls in a row is degraded (1–100). Default 3.
+    pub degrade_after: Option<i64>,
+    /// A degraded device is probed again after this long, ms (100–3600000). Default 30000.
+    pub probe_interval_ms: Option<i64>,
+}
+
+/// `[[devices]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    /// Unique device name.
+    pub name: String,
+    /// Name of the bus the device is on.
+    pub bus: String,
+    /// Modbus unit id (1–247).
+    pub unit_id: i64,
+    /// Device profile name: a file `<profile>.toml` in the profiles folder, or built-in `seal-node`.
+    pub profile: String,
+    /// Poll interval, ms (100–3600000). Default 1000.
+    pub poll_interval_ms: Option<i64>,
+}
+
+/// `[[furnaces]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFurnace {
+    /// Unique furnace name, e.g. `F1`.
+    pub name: String,
+    /// Coal bins on the furnace top.
+    #[serde(default)]
+    pub bins: Vec<RawBin>,
+    /// VOC/NMHC analyzers monitoring this furnace top.
+    #[serde(default)]
+    pub analyzers: Vec<RawAnalyzer>,
+}
+
+/// `[[furnaces.bins]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBin {
+    /// Bin name, unique within the furnace, e.g. `B1`.
+    pub name: String,
+    /// The seal node (device) at this bin.
+    pub device: String,
+    /// Lowest material level that still keeps the material seal, mm above the gate (plant setting).
+    pub seal_level_min_mm: i64,
+    /// Longest a lid or gate may stay open in a charging cycle, s (plant setting).
+    pub max_open_s: i64,
+}
+
+/// `[[furnaces.analyzers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalyzer {
+    /// Analyzer name, unique within the furnace.
+    pub name: String,
+    /// The device that reads it.
+    pub device: String,
+    /// Point of the device's profile carrying the NMHC concentration. Default `nmhc`.
+    pub nmhc_point: Option<String>,
+}
+
+/// A device profile file, `profiles/<name>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    /// What device this profile describes (maker, model, firmware).
+    pub description: Option<String>,
+    /// The points read from the device.
+    #[serde(default)]
+    pub points: Vec<RawPoint>,
+}
+
+/// `[[points]]` of a profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoint {
+    /// Point name, unique within the profile.
+    pub name: String,
+    /// `coil`, `discrete_input`, `holding` or `input`.
+    pub table: String,
+    /// 0-based protocol address of the first register or bit (0–65535).
+    pub address: i64,
+    /// `bool`, `u16`, `i16`, `u32`, `i32`, `u64`, `f32` or `f64`. Default `bool` for coils and
+    /// discrete inputs, `u16` for registers.
+    #[serde(rename = "type")]
+    pub value_type: Option<String>,
+    /// For multi-register types: `ABCD` (big-endian), `CDAB` (word-swapped), `BADC`
+    /// (byte-swapped) or `DCBA` (little-endian). Default `ABCD`.
+    pub word_order: Option<String>,
+    /// Engineering value = raw × scale + offset. Default 1.
+    pub scale: Option<f64>,
+    /// Default 0.
+    pub offset: Option<f64>,
+    /// Engineering unit, e.g. `mm`, `mg/m3`.
+    pub unit: Option<String>,
+    /// Lowest value of the measuring range; below it the value is flagged D.
+    pub range_min: Option<f64>,
+    /// Highest value of the measuring range; above it the value is flagged T.
+    pub range_max: Option<f64>,
+}

@@ -1,0 +1,372 @@
+//! One test per validation error: each asserts the reported file, line and key.
+
+use std::path::{Path, PathBuf};
+
+use super::{load, ConfigError, ConfigIssue};
+
+/// A valid site; tests append or replace lines to break it in one place.
+const GOOD: &str = r#"[site]
+id = "ys-01"
+name = "Yushen Semi-coke No. 1"
+permit_number = "91610800MA70XXXX1Q001P"
+permit_class = "key"
+time_zone = "Asia/Shanghai"
+
+[[buses]]
+name = "top"
+type = "tcp"
+address = "127.0.0.1:5020"
+
+[[devices]]
+name = "f1-b1"
+bus = "top"
+unit_id = 1
+profile = "seal-node"
+
+[[devices]]
+name = "f1-nmhc"
+bus = "top"
+unit_id = 9
+profile = "analyzer"
+
+[[furnaces]]
+name = "F1"
+
+[[furnaces.bins]]
+name = "B1"
+device = "f1-b1"
+seal_level_min_mm = 800
+max_open_s = 120
+
+[[furnaces.analyzers]]
+name = "A1"
+device = "f1-nmhc"
+"#;
+
+const ANALYZER: &str = r#"description = "test analyzer"
+
+[[points]]
+name = "nmhc"
+table = "holding"
+address = 0
+type = "f32"
+word_order = "CDAB"
+
+[[points]]
+name = "status"
+table = "holding"
+address = 2
+"#;
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(config: &str, analyzer: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("profiles")).unwrap();
+        std::fs::write(dir.path().join("site.toml"), config).unwrap();
+        std::fs::write(dir.path().join("profiles/analyzer.toml"), analyzer).unwrap();
+        Site { dir }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("site.toml")
+    }
+
+    fn issues(&self) -> Vec<ConfigIssue> {
+        match load(&self.config_path()) {
+            Ok(_) => panic!("config was accepted"),
+            Err(ConfigError::Invalid(issues)) => issues,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+}
+
+fn line_of(text: &str, needle: &str, nth: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{needle} not in text"))
+        .0
+        + 1
+}
+
+fn only_issue(site: &Site) -> ConfigIssue {
+    let issues = site.issues();
+    assert_eq!(issues.len(), 1, "expected one issue, got {issues:#?}");
+    issues.into_iter().next().unwrap()
+}
+
+fn assert_issue(issue: &ConfigIssue, file: &Path, line: usize, key: &str, says: &str) {
+    assert_eq!(issue.file, file, "{issue}");
+    assert_eq!(issue.line, Some(line), "{issue}");
+    assert_eq!(issue.key, key, "{issue}");
+    assert!(
+        issue.message.contains(says),
+        "message '{}' should say '{says}'",
+        issue.message
+    );
+}
+
+#[test]
+fn the_good_config_loads() {
+    let site = Site::new(GOOD, ANALYZER);
+    let config = load(&site.config_path()).unwrap();
+    assert_eq!(config.devices.len(), 2);
+    assert_eq!(config.devices[1].profile.points.len(), 2);
+    assert_eq!(config.furnaces[0].bins[0].seal_level_min_mm, 800);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = GOOD.replace("unit_id = 9\n", "unit_id = 9\npoll_intervall_ms = 500\n");
+    let site = Site::new(&text, ANALYZER);
+    let issue = only_issue(&site);
+    assert_issue(
+        &issue,
+        &site.config_path(),
+        line_of(&text, "poll_intervall_ms", 0),
+        "devices[1].poll_intervall_ms",
+        "unknown field",
+    );
+}
+
+#[test]
+fn duplicate_device_name() {
+    let text = GOOD.replace("name = \"f1-nmhc\"", "name = \"f1-b1\"");
+    let site = Site::new(&text, ANALYZER);
+    let issues = site.issues();
+    let dup = issues
+        .iter()
+        .find(|i| i.message.contains("duplicate device name"))
+        .expect("duplicate reported");
+    assert_issue(
+        dup,
+        &site.config_path(),
+        line_of(&text, "name = \"f1-b1\"", 1),
+        "devices[1].name",
+        "'f1-b1'",
+    );
+}
+
+#[test]
+fn device_on_unknown_bus() {
+    let text = GOOD.replace(
+        "bus = \"top\"\nunit_id = 9",
+        "bus = \"line-9\"\nunit_id = 9",
+    );
+    let site = Site::new(&text, ANALYZER);
+    let issue = only_issue(&site);
+    assert_issue(
+        &issue,
+        &site.config_path(),
+        line_of(&text, "line-9", 0),
+        "devices[1].bus",
+        "bus 'line-9', which is not defined",
+    );
+}
+
+#[test]
+fn unit_id_outside_range() {
+    let text = GOOD.replace("unit_id = 9", "unit_id = 300");
+    let site = Site::new(&text, ANALYZER);
+    let issue = only_issue(&site);
+    assert_issue(
+        &issue,
+        &site.config_path(),
+        line_of(&text, "unit_id = 300", 0),
+        "devices[1].unit_id",
+        "outside 1–247",
+    );
+}
+
+#[test]
+fn unit_id_zero_is_broadcast_not_a_device() {
+    let text = GOOD.replace("unit_id = 9", "unit_id = 0");
+    let site = Site::new(&text, ANALYZER);
+    assert_issue(
+        &only_issue(&site),
+        &site.config_path(),
+        line_of(&text, "unit_id = 0", 0),
+        "devices[1].unit_id",
+        "broadcast",
+    );
+}
+
+#[test]
+fn interval_out_of_range() {
+    let text = GOOD.replace("unit_id = 9\n", "unit_id = 9\npoll_interval_ms = 5\n");
+    let site = Site::new(&text, ANALYZER);
+    assert_issue(
+        &only_issue(&site),
+        &site.config_path(),
+        line_of(&text, "poll_interval_ms", 0),
+        "devices[1].poll_interval_ms",
+        "expected 100–3600000 ms",
+    );
+}
+
+#[test]
+fn profile_missing() {
+    let text = GOOD.replace("profile = \"analyzer\"", "profile = \"no-such-analyzer\"");
+    let site = Site::new(&text, ANALYZER);
+    let issues = site.issues();
+    let missing = issues
+        .iter()
+        .find(|i| i.key == "devices[1].profile")
+        .expect("missing profile reported");
+    assert_issue(
+        missing,
+        &site.config_path(),
+        line_of(&text, "no-such-analyzer", 0),
+        "devices[1].profile",
+        "no-such-analyzer.toml",
+    );
+}
+
+#[test]
+fn overlapping_points_are_reported_in_the_profile_file() {
+    // status at holding 1 overlaps the f32 at 0..1.
+    let profile = ANALYZER.replace("address = 2", "address = 1");
+    let site = Site::new(GOOD, &profile);
+    let issue = only_issue(&site);
+    let file = site.dir.path().join("profiles/analyzer.toml");
+    assert_issue(
+        &issue,
+        &file,
+        line_of(&profile, "address = 1", 0),
+        "points[1].address",
+        "overlaps point 'nmhc'",
+    );
+}
+
+#[test]
+fn duplicate_point_name_in_profile() {
+    let profile = ANALYZER.replace("name = \"status\"", "name = \"nmhc\"");
+    let site = Site::new(GOOD, &profile);
+    let issue = only_issue(&site);
+    let file = site.dir.path().join("profiles/analyzer.toml");
+    assert_issue(
+        &issue,
+        &file,
+        line_of(&profile, "name = \"nmhc\"", 1),
+        "points[1].name",
+        "duplicate point name",
+    );
+}
+
+#[test]
+fn unknown_bus_type_and_bad_address_reported_together() {
+    let text = GOOD
+        .replace("type = \"tcp\"", "type = \"udp\"")
+        .replace("unit_id = 9", "unit_id = 248");
+    let site = Site::new(&text, ANALYZER);
+    let issues = site.issues();
+    assert_eq!(issues.len(), 2, "{issues:#?}");
+    assert_issue(
+        &issues[0],
+        &site.config_path(),
+        line_of(&text, "udp", 0),
+        "buses[0].type",
+        "expected tcp or rtu",
+    );
+    assert_issue(
+        &issues[1],
+        &site.config_path(),
+        line_of(&text, "248", 0),
+        "devices[1].unit_id",
+        "outside 1–247",
+    );
+}
+
+#[test]
+fn tcp_bus_without_port() {
+    let text = GOOD.replace("127.0.0.1:5020", "127.0.0.1");
+    let site = Site::new(&text, ANALYZER);
+    assert_issue(
+        &only_issue(&site),
+        &site.config_path(),
+        line_of(&text, "address = \"127.0.0.1\"", 0),
+        "buses[0].address",
+        "host:port",
+    );
+}
+
+#[test]
+fn rtu_settings_are_validated() {
+    let text = GOOD.replace(
+        "[[devices]]\nname = \"f1-b1\"",
+        "[[buses]]\nname = \"line-1\"\ntype = \"rtu\"\nport = \"/dev/ttyUSB0\"\nbaud = 9601000\nparity = \"mark\"\n\n[[devices]]\nname = \"f1-b1\"",
+    );
+    let site = Site::new(&text, ANALYZER);
+    let issues = site.issues();
+    assert_eq!(issues.len(), 2, "{issues:#?}");
+    assert_issue(
+        &issues[0],
+        &site.config_path(),
+        line_of(&text, "baud = 9601000", 0),
+        "buses[1].baud",
+        "1200–115200",
+    );
+    assert_issue(
+        &issues[1],
+        &site.config_path(),
+        line_of(&text, "mark", 0),
+        "buses[1].parity",
+        "none, even or odd",
+    );
+}
+
+#[test]
+fn bin_device_must_be_a_seal_node() {
+    let text = GOOD.replace("device = \"f1-b1\"", "device = \"f1-nmhc\"");
+    let site = Site::new(&text, ANALYZER);
+    let issues = site.issues();
+    let issue = issues
+        .iter()
+        .find(|i| i.key == "furnaces[0].bins[0].device")
+        .expect("reported");
+    assert_issue(
+        issue,
+        &site.config_path(),
+        line_of(&text, "device = \"f1-nmhc\"", 0),
+        "furnaces[0].bins[0].device",
+        "no point(s) lid_closed",
+    );
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let text = GOOD.replace("max_open_s = 120", "max_open_s = = 120");
+    let site = Site::new(&text, ANALYZER);
+    let issue = only_issue(&site);
+    assert_eq!(issue.line, Some(line_of(&text, "max_open_s", 0)), "{issue}");
+}
+
+#[test]
+fn missing_file_is_a_read_error_naming_the_path() {
+    let err = load(Path::new("/nonexistent/site.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("/nonexistent/site.toml"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = GOOD
+        .replace("permit_class = \"key\"", "permit_class = \"big\"")
+        .replace("unit_id = 1\n", "unit_id = 1000\n")
+        .replace("seal_level_min_mm = 800", "seal_level_min_mm = -5");
+    let site = Site::new(&text, ANALYZER);
+    let keys: Vec<String> = site.issues().into_iter().map(|i| i.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "site.permit_class",
+            "devices[0].unit_id",
+            "furnaces[0].bins[0].seal_level_min_mm"
+        ]
+    );
+}

@@ -1,0 +1,461 @@
+//! One task per bus: owns the connection, runs the poll schedule of the bus's devices.
+//!
+//! Invariants:
+//! - Every request has a timeout (tokio-modbus has none of its own).
+//! - After a timeout the connection is dropped and reopened, so a late reply can never be taken
+//!   as the answer to the next request.
+//! - A device that fails `degrade_after` polls in a row is degraded: its points get `Degraded`
+//!   fault readings on schedule without any I/O, and it is probed once per `probe_interval`. So a
+//!   dead device costs one timeout per probe period, not per sweep, and never stalls the others.
+//! - A failed connect is retried with capped, jittered exponential backoff; while disconnected the
+//!   bus's devices get `NotConnected` fault readings on schedule (the record shows the gap).
+//! - A merged read refused with exception 02 (illegal data address) switches that device to one
+//!   read per point, once, and is retried immediately.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::Slave;
+use tokio_util::sync::CancellationToken;
+
+use super::decode::decode_point;
+use super::plan::{plan_reads, split_per_point, ReadRequest};
+use super::reading::{Fault, Outcome, Reading};
+use super::PointTable;
+use crate::clock::now_ms;
+use crate::config::profile::{Profile, Table};
+use crate::config::{BusConfig, SiteConfig, Transport};
+use crate::state::PlantState;
+
+/// Exception 02, illegal data address.
+const ILLEGAL_DATA_ADDRESS: u8 = 0x02;
+
+/// Backoff for reconnecting: 200 ms doubling to 30 s, each wait jittered to 50–100 %.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// A backoff from `min` to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_wait(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// One device's schedule and plan on its bus.
+struct Scheduled {
+    device: usize,
+    name: String,
+    unit: u8,
+    profile: Arc<Profile>,
+    reads: Vec<ReadRequest>,
+    split: bool,
+    interval: Duration,
+    next_due: Instant,
+    consecutive_failures: u32,
+    degraded_until: Option<Instant>,
+}
+
+/// What one request gave.
+enum ReadResult {
+    Words(Vec<u16>),
+    Exception(u8),
+    Fault(Fault, String),
+}
+
+/// Runs every bus of `config` until `stop` is cancelled. Readings go to `out`.
+pub fn spawn_buses(
+    config: &SiteConfig,
+    points: &Arc<PointTable>,
+    state: &PlantState,
+    out: &mpsc::Sender<Vec<Reading>>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (b, bus) in config.buses.iter().enumerate() {
+        let devices: Vec<Scheduled> = config
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.bus == b)
+            .map(|(i, d)| Scheduled {
+                device: i,
+                name: d.name.clone(),
+                unit: d.unit.get(),
+                profile: d.profile.clone(),
+                reads: plan_reads(&d.profile.points, bus.max_gap),
+                split: false,
+                interval: d.poll_interval,
+                next_due: Instant::now(),
+                consecutive_failures: 0,
+                degraded_until: None,
+            })
+            .collect();
+        if devices.is_empty() {
+            continue;
+        }
+        match &bus.transport {
+            Transport::Tcp { address } => {
+                let poller = TcpBus {
+                    bus: bus.clone(),
+                    address: address.clone(),
+                    devices,
+                    points: points.clone(),
+                    state: state.clone(),
+                    out: out.clone(),
+                };
+                tasks.push(tokio::spawn(poller.run(stop.clone())));
+            }
+            Transport::Rtu(serial) => {
+                tracing::warn!(bus = %bus.name, port = %serial.port, devices = devices.len(),
+                    "Modbus RTU polling is not available in this version; the devices on this bus are not polled");
+            }
+        }
+    }
+    tasks
+}
+
+struct TcpBus {
+    bus: BusConfig,
+    address: String,
+    devices: Vec<Scheduled>,
+    points: Arc<PointTable>,
+    state: PlantState,
+    out: mpsc::Sender<Vec<Reading>>,
+}
+
+impl TcpBus {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut ctx: Option<Context> = None;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut reconnect_at = Instant::now();
+        let mut connect_error_logged = false;
+        loop {
+            let Some(next) = self
+                .devices
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.next_due)
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let due = self.devices[next].next_due;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(due) => {}
+            }
+            let now = Instant::now();
+            let at_ms = now_ms();
+            let degraded_skip = self.devices[next]
+                .degraded_until
+                .is_some_and(|until| now < until);
+            if degraded_skip {
+                let readings = self.fault_readings(next, at_ms, Fault::Degraded);
+                self.reschedule(next, now);
+                if self.out.send(readings).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if ctx.is_none() && now >= reconnect_at {
+                match connect(&self.address, self.bus.timeout, self.devices[next].unit).await {
+                    Ok(c) => {
+                        tracing::info!(bus = %self.bus.name, address = %self.address, "connected");
+                        ctx = Some(c);
+                        backoff.reset();
+                        connect_error_logged = false;
+                        self.set_connected(true);
+                    }
+                    Err(why) => {
+                        let wait = backoff.next_wait();
+                        reconnect_at = Instant::now() + wait;
+                        if !connect_error_logged {
+                            tracing::warn!(bus = %self.bus.name, address = %self.address, error = %why,
+                                "cannot connect; retrying with backoff (devices on this bus get fault readings meanwhile)");
+                            connect_error_logged = true;
+                        }
+                        self.set_connected(false);
+                        self.with_health(next, |h| {
+                            h.io_errors += 1;
+                            h.last_error = Some(format!("connect to {}: {why}", h.bus));
+                        });
+                    }
+                }
+            }
+            let Some(context) = ctx.as_mut() else {
+                let readings = self.fault_readings(next, at_ms, Fault::NotConnected);
+                self.reschedule(next, now);
+                if self.out.send(readings).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (readings, keep_connection) = self.poll_device(context, next, at_ms).await;
+            if !keep_connection {
+                ctx = None;
+                reconnect_at = Instant::now();
+            }
+            self.reschedule(next, now);
+            if self.out.send(readings).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn reschedule(&mut self, i: usize, now: Instant) {
+        let d = &mut self.devices[i];
+        // Keep the cadence; after falling behind, start again from now instead of bursting.
+        d.next_due = (d.next_due + d.interval).max(now);
+    }
+
+    fn with_health(&self, i: usize, f: impl FnOnce(&mut crate::state::DeviceHealth)) {
+        self.state.with_device(self.devices[i].device, f);
+    }
+
+    fn set_connected(&self, connected: bool) {
+        for d in &self.devices {
+            self.state
+                .with_device(d.device, |h| h.connected = connected);
+        }
+    }
+
+    fn fault_readings(&self, i: usize, at_ms: i64, fault: Fault) -> Vec<Reading> {
+        let d = &self.devices[i];
+        (0..d.profile.points.len())
+            .map(|p| {
+                Reading::new(
+                    at_ms,
+                    self.points.id(d.device, p),
+                    Outcome::Fault(fault),
+                    (None, None),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls one device. Returns its readings and whether the connection may be kept.
+    async fn poll_device(
+        &mut self,
+        ctx: &mut Context,
+        i: usize,
+        at_ms: i64,
+    ) -> (Vec<Reading>, bool) {
+        let timeout = self.bus.timeout;
+        ctx.set_slave(Slave(self.devices[i].unit));
+        let mut readings = Vec::new();
+        let mut answered = false;
+        let mut failure: Option<(Fault, String)> = None;
+        let mut r = 0;
+        while r < self.devices[i].reads.len() {
+            let read = self.devices[i].reads[r].clone();
+            if let Some((fault, _)) = &failure {
+                // The connection is gone or unreliable: the rest of this device's reads fail too.
+                self.push_outcome(&mut readings, i, &read, at_ms, Outcome::Fault(*fault));
+                r += 1;
+                continue;
+            }
+            match read_once(ctx, &read, timeout).await {
+                ReadResult::Words(words) => {
+                    answered = true;
+                    let d = &self.devices[i];
+                    for &p in &read.points {
+                        let point = &d.profile.points[p];
+                        let offset = usize::from(point.address - read.start);
+                        let outcome = match words.get(offset..) {
+                            Some(slice) => match decode_point(slice, point) {
+                                Ok(v) => Outcome::Value(v),
+                                Err(_) => Outcome::Fault(Fault::BadFrame),
+                            },
+                            None => Outcome::Fault(Fault::BadFrame),
+                        };
+                        readings.push(Reading::new(
+                            at_ms,
+                            self.points.id(d.device, p),
+                            outcome,
+                            (point.range_min, point.range_max),
+                        ));
+                    }
+                }
+                ReadResult::Exception(code) => {
+                    answered = true;
+                    if code == ILLEGAL_DATA_ADDRESS
+                        && read.points.len() > 1
+                        && !self.devices[i].split
+                    {
+                        let d = &mut self.devices[i];
+                        tracing::info!(device = %d.name, table = %read.table, start = read.start, count = read.count,
+                            "device refused a merged read (exception 02); reading its points one by one from now on");
+                        d.split = true;
+                        d.reads = split_per_point(&d.profile.points);
+                        readings.clear();
+                        r = 0;
+                        continue;
+                    }
+                    self.with_health(i, |h| {
+                        h.exceptions += 1;
+                        h.last_error = Some(format!(
+                            "exception {code:02X} reading {} {}+{}",
+                            read.table, read.start, read.count
+                        ));
+                    });
+                    self.push_outcome(&mut readings, i, &read, at_ms, Outcome::Exception(code));
+                }
+                ReadResult::Fault(fault, why) => {
+                    self.with_health(i, |h| {
+                        h.count_fault(fault);
+                        h.last_error = Some(why.clone());
+                    });
+                    self.push_outcome(&mut readings, i, &read, at_ms, Outcome::Fault(fault));
+                    failure = Some((fault, why));
+                }
+            }
+            r += 1;
+        }
+        let now = Instant::now();
+        let probe = self.bus.probe_interval;
+        let degrade_after = self.bus.degrade_after;
+        let d = &mut self.devices[i];
+        if answered && failure.is_none() {
+            if d.degraded_until.is_some() {
+                tracing::info!(device = %d.name, "device answers again; no longer degraded");
+            }
+            d.consecutive_failures = 0;
+            d.degraded_until = None;
+        } else if failure.is_some() {
+            d.consecutive_failures += 1;
+            if d.consecutive_failures >= degrade_after {
+                if d.degraded_until.is_none() {
+                    tracing::warn!(device = %d.name, failures = d.consecutive_failures, probe_ms = probe.as_millis() as u64,
+                        "device degraded: probing it only once per probe interval");
+                }
+                d.degraded_until = Some(now + probe);
+            }
+        }
+        let (failures, degraded) = (d.consecutive_failures, d.degraded_until.is_some());
+        self.with_health(i, |h| {
+            h.polls += 1;
+            h.consecutive_failures = failures;
+            h.degraded = degraded;
+            if answered && failures == 0 {
+                h.last_ok_ms = Some(at_ms);
+            }
+        });
+        let keep = !matches!(
+            failure,
+            Some((Fault::Timeout | Fault::Io | Fault::BadFrame, _))
+        );
+        (readings, keep)
+    }
+
+    fn push_outcome(
+        &self,
+        readings: &mut Vec<Reading>,
+        i: usize,
+        read: &ReadRequest,
+        at_ms: i64,
+        outcome: Outcome,
+    ) {
+        let d = &self.devices[i];
+        for &p in &read.points {
+            readings.push(Reading::new(
+                at_ms,
+                self.points.id(d.device, p),
+                outcome,
+                (None, None),
+            ));
+        }
+    }
+}
+
+async fn connect(address: &str, timeout: Duration, unit: u8) -> Result<Context, String> {
+    let attempt = async {
+        let mut last = String::from("no address");
+        for addr in tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| format!("cannot resolve: {e}"))?
+        {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                    return Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(unit)));
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no connection within {} ms", timeout.as_millis())),
+    }
+}
+
+fn bits_to_words(bits: Vec<bool>) -> Vec<u16> {
+    bits.into_iter().map(u16::from).collect()
+}
+
+async fn read_once(ctx: &mut Context, read: &ReadRequest, timeout: Duration) -> ReadResult {
+    let request = async {
+        match read.table {
+            Table::Coil => ctx
+                .read_coils(read.start, read.count)
+                .await
+                .map(|r| r.map(bits_to_words)),
+            Table::DiscreteInput => ctx
+                .read_discrete_inputs(read.start, read.count)
+                .await
+                .map(|r| r.map(bits_to_words)),
+            Table::Holding => ctx.read_holding_registers(read.start, read.count).await,
+            Table::Input => ctx.read_input_registers(read.start, read.count).await,
+        }
+    };
+    match tokio::time::timeout(timeout, request).await {
+        Err(_) => ReadResult::Fault(
+            Fault::Timeout,
+            format!(
+                "no reply within {} ms to {} {}+{}",
+                timeout.as_millis(),
+                read.table,
+                read.start,
+                read.count
+            ),
+        ),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => {
+            ReadResult::Fault(Fault::Io, format!("connection: {e}"))
+        }
+        Ok(Err(tokio_modbus::Error::Protocol(e))) => {
+            ReadResult::Fault(Fault::BadFrame, format!("bad reply: {e}"))
+        }
+        Ok(Ok(Err(exception))) => ReadResult::Exception(u8::from(exception)),
+        Ok(Ok(Ok(words))) if words.len() >= usize::from(read.count) => ReadResult::Words(words),
+        Ok(Ok(Ok(words))) => ReadResult::Fault(
+            Fault::BadFrame,
+            format!("asked for {} values, got {}", read.count, words.len()),
+        ),
+    }
+}

@@ -1,0 +1,119 @@
+//! Schema and versioned migrations of the database.
+//!
+//! `PRAGMA user_version` is the schema version; each migration runs in its own transaction and
+//! bumps it. `PRAGMA application_id` marks the file as ours ("SEAL").
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// "SEAL" in ASCII.
+pub(crate) const APPLICATION_ID: i64 = 0x5345_414C;
+
+/// Migrations, in order; migration `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: points and raw readings.
+    "CREATE TABLE points (
+         id   INTEGER PRIMARY KEY,
+         key  TEXT NOT NULL UNIQUE,
+         unit TEXT
+     );
+     CREATE TABLE readings_recent (
+         point_id INTEGER NOT NULL,
+         at_ms    INTEGER NOT NULL,
+         value    REAL,
+         outcome  INTEGER NOT NULL,
+         flag     INTEGER NOT NULL
+     );
+     CREATE TABLE reading_chunks (
+         point_id INTEGER NOT NULL,
+         first_ms INTEGER NOT NULL,
+         last_ms  INTEGER NOT NULL,
+         count    INTEGER NOT NULL,
+         body     BLOB NOT NULL
+     );
+     CREATE INDEX reading_chunks_by_point ON reading_chunks(point_id, first_ms);
+     CREATE INDEX reading_chunks_by_age ON reading_chunks(first_ms);",
+];
+
+/// Newest schema version.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sql {
+        path: path.to_owned(),
+        context,
+        source,
+    }
+}
+
+/// Refuses files that are not sealwatch databases.
+pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let not_ours = |why: String| StoreError::NotOurs {
+        path: path.to_owned(),
+        why,
+    };
+    let app_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| not_ours(format!("SQLite cannot read it: {e}")))?;
+    if app_id == APPLICATION_ID {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql(path, "reading the schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        return Ok(());
+    }
+    if app_id != 0 {
+        return Err(not_ours(format!("application id 0x{app_id:08X}")));
+    }
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| not_ours(format!("SQLite cannot read it: {e}")))?;
+    if tables > 0 {
+        return Err(not_ours(format!(
+            "it holds {tables} schema objects of another program"
+        )));
+    }
+    Ok(())
+}
+
+/// Brings a database to [`SCHEMA_VERSION`] and sets the connection's pragmas.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql(path, "setting the busy timeout"))?;
+    check_ours(conn, path)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sql(path, "switching to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "database could not switch to WAL; readers may block the writer");
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(sql(path, "setting pragmas"))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql(path, "reading the schema version"))?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn
+            .transaction()
+            .map_err(sql(path, "migrating the schema"))?;
+        tx.execute_batch(migration)
+            .map_err(sql(path, "migrating the schema"))?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+            i + 1
+        ))
+        .map_err(sql(path, "migrating the schema"))?;
+        tx.commit().map_err(sql(path, "migrating the schema"))?;
+        tracing::info!(path = %path.display(), version = i + 1, "database schema migrated");
+    }
+    Ok(())
+}
