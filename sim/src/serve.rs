@@ -1,0 +1,238 @@
+//! Serving the simulated plant over Modbus TCP, one endpoint per TCP bus of the site config.
+//!
+//! A bus endpoint behaves like a device or an RS-485-to-TCP gateway: requests for a unit id that
+//! no device has, or for a silenced device, get no reply (the client times out); a failing device
+//! answers exception 04; a read over undefined registers answers exception 02. `bus-down` closes
+//! the listener and every connection; `bus-up` listens on the same address again.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sealwatch_agent::config::profile::Table;
+use sealwatch_agent::config::{SiteConfig, Transport};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+
+use crate::plant::Plant;
+use crate::scenario::{apply, parse_command, reversal, Action, Event, Scenario, ScenarioError};
+
+/// Why the sim could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A bus address could not be bound.
+    #[error("bus '{bus}': cannot listen on {addr}: {source}")]
+    Bind {
+        /// Bus.
+        bus: String,
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// How to run the sim.
+#[derive(Debug, Clone, Copy)]
+pub struct SimOptions {
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Listen on the addresses in the config instead of free ports.
+    pub fixed_ports: bool,
+}
+
+type SharedPlant = Arc<Mutex<Plant>>;
+
+fn lock(plant: &SharedPlant) -> MutexGuard<'_, Plant> {
+    plant.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One Modbus TCP endpoint.
+struct Endpoint {
+    bus: usize,
+    addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+/// A running sim.
+pub struct RunningSim {
+    /// Where each TCP bus listens.
+    pub addresses: BTreeMap<String, SocketAddr>,
+    commands: mpsc::Sender<(String, oneshot::Sender<Result<String, String>>)>,
+    clock: JoinHandle<()>,
+}
+
+impl RunningSim {
+    /// Runs a command line (`breach F1/B2`) now; returns what was done.
+    pub async fn command(&self, line: &str) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send((line.to_owned(), tx)).await.map_err(|_| "sim stopped".to_owned())?;
+        rx.await.map_err(|_| "sim stopped".to_owned())?
+    }
+
+    /// Stops the plant and closes every endpoint.
+    pub fn stop(self) {
+        self.clock.abort();
+    }
+}
+
+#[derive(Clone)]
+struct DeviceService {
+    plant: SharedPlant,
+    bus: usize,
+}
+
+impl tokio_modbus::server::Service for DeviceService {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = std::future::Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let plant = lock(&self.plant);
+        let Some(device) = plant.device_at(self.bus, req.slave) else {
+            return std::future::ready(Ok(None));
+        };
+        if !plant.answers(device) {
+            return std::future::ready(Ok(None));
+        }
+        let to_bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect::<Vec<bool>>();
+        let result = match req.request {
+            Request::ReadCoils(start, count) => plant.read(device, Table::Coil, start, count).map(|w| Response::ReadCoils(to_bits(w))),
+            Request::ReadDiscreteInputs(start, count) => plant.read(device, Table::DiscreteInput, start, count).map(|w| Response::ReadDiscreteInputs(to_bits(w))),
+            Request::ReadHoldingRegisters(start, count) => plant.read(device, Table::Holding, start, count).map(Response::ReadHoldingRegisters),
+            Request::ReadInputRegisters(start, count) => plant.read(device, Table::Input, start, count).map(Response::ReadInputRegisters),
+            _ => return std::future::ready(Err(ExceptionCode::IllegalFunction)),
+        };
+        std::future::ready(result.map(Some).map_err(ExceptionCode::new))
+    }
+}
+
+async fn listen(plant: SharedPlant, bus: usize, listener: TcpListener) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let server = Server::new(listener);
+        let on_connected = |stream: tokio::net::TcpStream, addr: SocketAddr| {
+            let service = DeviceService { plant: plant.clone(), bus };
+            async move {
+                let _ = stream.set_nodelay(true);
+                accept_tcp_connection(stream, addr, |_| Ok(Some(service.clone())))
+            }
+        };
+        if let Err(e) = server.serve(&on_connected, |e| tracing::debug!(error = %e, "connection ended")).await {
+            tracing::error!(error = %e, "endpoint stopped");
+        }
+    })
+}
+
+/// Starts the plant and its endpoints.
+pub async fn start(config: &SiteConfig, scenario: Scenario, options: SimOptions) -> Result<RunningSim, SimError> {
+    let plant: SharedPlant = Arc::new(Mutex::new(Plant::from_config(config)));
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut addresses = BTreeMap::new();
+    for (b, bus) in config.buses.iter().enumerate() {
+        match &bus.transport {
+            Transport::Tcp { address } => {
+                let want = if options.fixed_ports { address.clone() } else { "127.0.0.1:0".to_owned() };
+                let listener = TcpListener::bind(&want).await.map_err(|source| SimError::Bind { bus: bus.name.clone(), addr: want.clone(), source })?;
+                let addr = listener.local_addr().map_err(|source| SimError::Bind { bus: bus.name.clone(), addr: want, source })?;
+                let task = listen(plant.clone(), b, listener).await;
+                addresses.insert(bus.name.clone(), addr);
+                endpoints.push(Endpoint { bus: b, addr, task: Some(task) });
+            }
+            Transport::Rtu(serial) => {
+                tracing::warn!(bus = %bus.name, port = %serial.port, "RTU buses are not simulated yet; its devices stay silent");
+            }
+        }
+    }
+    let bus_names: Vec<String> = config.buses.iter().map(|b| b.name.clone()).collect();
+    let (tx, rx) = mpsc::channel(16);
+    let clock = tokio::spawn(run_clock(plant, endpoints, bus_names, scenario, options.speed, rx));
+    Ok(RunningSim { addresses, commands: tx, clock })
+}
+
+/// Advances the plant in real time, fires scripted events, runs commands.
+async fn run_clock(
+    plant: SharedPlant,
+    mut endpoints: Vec<Endpoint>,
+    bus_names: Vec<String>,
+    scenario: Scenario,
+    speed: f64,
+    mut commands: mpsc::Receiver<(String, oneshot::Sender<Result<String, String>>)>,
+) {
+    let started = tokio::time::Instant::now();
+    let mut pending: Vec<Event> = scenario.events;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let command = tokio::select! {
+            _ = tick.tick() => None,
+            c = commands.recv() => c,
+        };
+        let now = started.elapsed().as_secs_f64() * speed;
+        lock(&plant).advance_to(now);
+        let mut due: Vec<Event> = Vec::new();
+        pending.retain(|e| {
+            if e.at_s <= now {
+                due.push(e.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for event in due {
+            match fire(&plant, &mut endpoints, &bus_names, &event, &mut pending).await {
+                Ok(done) => tracing::info!(t = now, "scenario: {done}"),
+                Err(e) => tracing::warn!(t = now, error = %e, "scenario event failed"),
+            }
+        }
+        if let Some((line, reply)) = command {
+            let result = match parse_command(&line, now) {
+                Ok(event) => fire(&plant, &mut endpoints, &bus_names, &event, &mut pending).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = reply.send(result);
+        }
+    }
+}
+
+async fn fire(
+    plant: &SharedPlant,
+    endpoints: &mut [Endpoint],
+    bus_names: &[String],
+    event: &Event,
+    pending: &mut Vec<Event>,
+) -> Result<String, ScenarioError> {
+    if event.action.is_bus() {
+        let bus = bus_names
+            .iter()
+            .position(|b| *b == event.target)
+            .and_then(|b| endpoints.iter_mut().find(|e| e.bus == b))
+            .ok_or_else(|| ScenarioError::UnknownTarget { action: event.action, kind: "TCP bus", target: event.target.clone() })?;
+        match event.action {
+            Action::BusDown => {
+                if let Some(task) = bus.task.take() {
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+            _ => {
+                if bus.task.is_none() {
+                    match TcpListener::bind(bus.addr).await {
+                        Ok(listener) => bus.task = Some(listen(plant.clone(), bus.bus, listener).await),
+                        Err(e) => return Err(ScenarioError::BadCommand(format!("bus-up {}: cannot listen on {}: {e}", event.target, bus.addr))),
+                    }
+                }
+            }
+        }
+    } else {
+        apply(&mut lock(plant), event)?;
+    }
+    if let Some(undo) = reversal(event) {
+        pending.push(undo);
+    }
+    Ok(format!("{:?} {}", event.action, event.target))
+}

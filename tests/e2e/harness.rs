@@ -1,0 +1,285 @@
+//! A small harness: builds and starts the real binaries as processes, waits on conditions with
+//! deadlines, and reads what the agent stored.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sealwatch_agent::store::{Store, StoredReading};
+
+/// The workspace root.
+pub(crate) fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Path of a workspace binary, built once per test run (same profile as this test).
+pub(crate) fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/e2e-…  →  target/<profile>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace()).args(["build", "--quiet", "-p", "sealwatch-agent", "-p", "sealwatch-sim", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("cannot run cargo to build the binaries");
+        assert!(out.status.success(), "building the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        profile_dir
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Waits until `probe` gives a value, checking every 50 ms; panics after `timeout`.
+pub(crate) fn wait_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Milliseconds since the epoch, as the agent stamps readings.
+pub(crate) fn now_ms() -> i64 {
+    sealwatch_agent::clock::now_ms()
+}
+
+/// A child process whose output is collected; killed when dropped.
+pub(crate) struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Proc {
+    /// Starts `cmd` with piped stdio.
+    pub(crate) fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env("SEALWATCH_LOG", "info");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        Proc { name: name.to_owned(), child, stdin, stdout, stderr }
+    }
+
+    /// All stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// All stdout so far, as lines.
+    pub(crate) fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Writes a line to its stdin.
+    pub(crate) fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).unwrap_or_else(|e| panic!("{}: cannot write stdin: {e}", self.name));
+    }
+
+    /// Whether it has exited, with its status.
+    pub(crate) fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for it to exit by itself.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let name = self.name.clone();
+        wait_until(timeout, &format!("{name} to exit"), || self.try_exit())
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {} failed", self.name);
+        self.wait_exit(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The simulated plant, running as `sealwatch-sim serve`.
+pub(crate) struct Sim {
+    /// The process.
+    pub(crate) proc: Proc,
+    /// Bus name → `host:port`.
+    pub(crate) buses: BTreeMap<String, String>,
+}
+
+impl Sim {
+    /// Starts the plant of `config` on free ports and waits until it listens.
+    pub(crate) fn start(dir: &Path, config: &Path, extra: &[&str]) -> Sim {
+        let ready = dir.join("sim-ready.json");
+        let mut cmd = Command::new(binary("sealwatch-sim"));
+        cmd.arg("serve").arg("--config").arg(config).arg("--ready-file").arg(&ready).args(extra);
+        let mut proc = Proc::spawn("sealwatch-sim", cmd);
+        let doc: serde_json::Value = wait_until(Duration::from_secs(20), "the sim's ready file", || {
+            if let Some(status) = proc.try_exit() {
+                panic!("sealwatch-sim exited with {status}:\n{}", proc.stderr());
+            }
+            std::fs::read(&ready).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        });
+        let buses = doc["buses"]
+            .as_object()
+            .expect("buses in ready file")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("address").to_owned()))
+            .collect();
+        Sim { proc, buses }
+    }
+
+    /// Runs a sim command and waits for its answer; panics if the sim refuses it.
+    pub(crate) fn command(&mut self, line: &str) {
+        let before = self.proc.stdout_lines().len();
+        self.proc.send_line(line);
+        let answer = wait_until(Duration::from_secs(10), &format!("the sim to answer '{line}'"), || {
+            self.proc.stdout_lines().into_iter().skip(before).find(|l| l.starts_with("ok ") || l.starts_with("error"))
+        });
+        assert!(answer.starts_with("ok "), "sim refused '{line}': {answer}");
+    }
+}
+
+/// The agent, running as `sealwatch run`.
+pub(crate) fn start_agent(config: &Path) -> Proc {
+    let mut cmd = Command::new(binary("sealwatch"));
+    cmd.arg("run").arg("--config").arg(config);
+    Proc::spawn("sealwatch", cmd)
+}
+
+/// Everything stored for one point (empty while the database does not exist yet).
+pub(crate) fn stored(db: &Path, point: &str) -> Vec<StoredReading> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    match Store::open_read_only(db) {
+        Ok(store) => store.readings(point, 0, i64::MAX).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every point key the agent registered.
+pub(crate) fn stored_points(db: &Path) -> Vec<String> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    Store::open_read_only(db)
+        .and_then(|s| s.point_keys())
+        .map(|keys| keys.into_iter().map(|(_, k)| k).collect())
+        .unwrap_or_default()
+}
+
+/// The site config used by most tests: one furnace with two bins behind a gateway bus and an
+/// analyzer on its own bus, using the repository's profiles. `buses` maps bus names to addresses
+/// (any valid address before the sim has bound).
+pub(crate) fn small_site(dir: &Path, buses: &BTreeMap<String, String>) -> PathBuf {
+    let addr = |name: &str| buses.get(name).cloned().unwrap_or_else(|| "127.0.0.1:1".to_owned());
+    let text = format!(
+        r#"profiles_dir = "{profiles}"
+
+[site]
+id = "e2e"
+name = "End-to-end plant"
+permit_number = "E2E-1"
+permit_class = "key"
+
+[store]
+path = "site.db"
+commit_interval_ms = 200
+
+[status]
+listen = "127.0.0.1:0"
+
+[[buses]]
+name = "furnace-top"
+type = "tcp"
+address = "{top}"
+timeout_ms = 300
+probe_interval_ms = 1000
+
+[[buses]]
+name = "nmhc-1"
+type = "tcp"
+address = "{nmhc}"
+timeout_ms = 300
+probe_interval_ms = 1000
+
+[[devices]]
+name = "f1-b1-node"
+bus = "furnace-top"
+unit_id = 1
+profile = "seal-node"
+poll_interval_ms = 250
+
+[[devices]]
+name = "f1-b2-node"
+bus = "furnace-top"
+unit_id = 2
+profile = "seal-node"
+poll_interval_ms = 250
+
+[[devices]]
+name = "f1-nmhc"
+bus = "nmhc-1"
+unit_id = 1
+profile = "nmhc-analyzer"
+poll_interval_ms = 250
+
+[[furnaces]]
+name = "F1"
+
+[[furnaces.bins]]
+name = "B1"
+device = "f1-b1-node"
+seal_level_min_mm = 800
+max_open_s = 120
+
+[[furnaces.bins]]
+name = "B2"
+device = "f1-b2-node"
+seal_level_min_mm = 800
+max_open_s = 120
+
+[[furnaces.analyzers]]
+name = "NMHC"
+device = "f1-nmhc"
+"#,
+        profiles = workspace().join("config/profiles").display(),
+        top = addr("furnace-top"),
+        nmhc = addr("nmhc-1"),
+    );
+    let path = dir.join("site.toml");
+    std::fs::write(&path, text).expect("write site config");
+    path
+}

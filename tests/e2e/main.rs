@@ -1,0 +1,6 @@
+//! End-to-end tests: the simulated plant, independent Modbus peers and the agent run as separate
+//! processes; assertions read what the agent stored.
+
+mod harness;
+mod interop;
+mod polling;
