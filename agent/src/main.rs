@@ -1,6 +1,6 @@
 //! `sealwatch`: the agent's command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -66,7 +66,7 @@ fn init_logging() {
         .init();
 }
 
-fn check_config(path: &PathBuf) -> ExitCode {
+fn check_config(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             let points: usize = cfg.devices.iter().map(|d| d.profile.points.len()).sum();
@@ -89,7 +89,7 @@ fn check_config(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn run_agent(path: &PathBuf) -> anyhow::Result<()> {
+fn run_agent(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -12,7 +12,10 @@ use sealwatch_agent::store::{Store, StoredReading};
 
 /// The workspace root.
 pub(crate) fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, built once per test run (same profile as this test).
@@ -21,16 +24,34 @@ pub(crate) fn binary(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/e2e-…  →  target/<profile>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace()).args(["build", "--quiet", "-p", "sealwatch-agent", "-p", "sealwatch-sim", "--bins"]);
+        cmd.current_dir(workspace()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "sealwatch-agent",
+            "-p",
+            "sealwatch-sim",
+            "--bins",
+        ]);
         if release {
             cmd.arg("--release");
         }
-        let out = cmd.output().expect("cannot run cargo to build the binaries");
-        assert!(out.status.success(), "building the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .output()
+            .expect("cannot run cargo to build the binaries");
+        assert!(
+            out.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         profile_dir
     });
     let path = dir.join(name);
@@ -39,13 +60,20 @@ pub(crate) fn binary(name: &str) -> PathBuf {
 }
 
 /// Waits until `probe` gives a value, checking every 50 ms; panics after `timeout`.
-pub(crate) fn wait_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -79,13 +107,23 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
 impl Proc {
     /// Starts `cmd` with piped stdio.
     pub(crate) fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.env("SEALWATCH_LOG", "info");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
         let stdin = child.stdin.take();
-        Proc { name: name.to_owned(), child, stdin, stdout, stderr }
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
     }
 
     /// All stderr so far.
@@ -101,7 +139,9 @@ impl Proc {
     /// Writes a line to its stdin.
     pub(crate) fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).unwrap_or_else(|e| panic!("{}: cannot write stdin: {e}", self.name));
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: cannot write stdin: {e}", self.name));
     }
 
     /// Whether it has exited, with its status.
@@ -117,7 +157,11 @@ impl Proc {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub(crate) fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill runs");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
         assert!(status.success(), "kill -TERM {} failed", self.name);
         self.wait_exit(timeout)
     }
@@ -143,14 +187,22 @@ impl Sim {
     pub(crate) fn start(dir: &Path, config: &Path, extra: &[&str]) -> Sim {
         let ready = dir.join("sim-ready.json");
         let mut cmd = Command::new(binary("sealwatch-sim"));
-        cmd.arg("serve").arg("--config").arg(config).arg("--ready-file").arg(&ready).args(extra);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra);
         let mut proc = Proc::spawn("sealwatch-sim", cmd);
-        let doc: serde_json::Value = wait_until(Duration::from_secs(20), "the sim's ready file", || {
-            if let Some(status) = proc.try_exit() {
-                panic!("sealwatch-sim exited with {status}:\n{}", proc.stderr());
-            }
-            std::fs::read(&ready).ok().and_then(|b| serde_json::from_slice(&b).ok())
-        });
+        let doc: serde_json::Value =
+            wait_until(Duration::from_secs(20), "the sim's ready file", || {
+                if let Some(status) = proc.try_exit() {
+                    panic!("sealwatch-sim exited with {status}:\n{}", proc.stderr());
+                }
+                std::fs::read(&ready)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+            });
         let buses = doc["buses"]
             .as_object()
             .expect("buses in ready file")
@@ -164,9 +216,17 @@ impl Sim {
     pub(crate) fn command(&mut self, line: &str) {
         let before = self.proc.stdout_lines().len();
         self.proc.send_line(line);
-        let answer = wait_until(Duration::from_secs(10), &format!("the sim to answer '{line}'"), || {
-            self.proc.stdout_lines().into_iter().skip(before).find(|l| l.starts_with("ok ") || l.starts_with("error"))
-        });
+        let answer = wait_until(
+            Duration::from_secs(10),
+            &format!("the sim to answer '{line}'"),
+            || {
+                self.proc
+                    .stdout_lines()
+                    .into_iter()
+                    .skip(before)
+                    .find(|l| l.starts_with("ok ") || l.starts_with("error"))
+            },
+        );
         assert!(answer.starts_with("ok "), "sim refused '{line}': {answer}");
     }
 }
@@ -204,7 +264,12 @@ pub(crate) fn stored_points(db: &Path) -> Vec<String> {
 /// analyzer on its own bus, using the repository's profiles. `buses` maps bus names to addresses
 /// (any valid address before the sim has bound).
 pub(crate) fn small_site(dir: &Path, buses: &BTreeMap<String, String>) -> PathBuf {
-    let addr = |name: &str| buses.get(name).cloned().unwrap_or_else(|| "127.0.0.1:1".to_owned());
+    let addr = |name: &str| {
+        buses
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1:1".to_owned())
+    };
     let text = format!(
         r#"profiles_dir = "{profiles}"
 

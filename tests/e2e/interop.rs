@@ -9,8 +9,13 @@ use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
 use crate::harness::{start_agent, stored, wait_until, workspace, Proc};
 
 fn python() -> PathBuf {
-    let path = std::env::var_os("SEALWATCH_PYTHON").map_or_else(|| workspace().join("target/venv/bin/python"), PathBuf::from);
-    assert!(path.exists(), "{} not found: run scripts/setup.sh (it makes the venv with pymodbus)", path.display());
+    let path = std::env::var_os("SEALWATCH_PYTHON")
+        .map_or_else(|| workspace().join("target/venv/bin/python"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/setup.sh (it makes the venv with pymodbus)",
+        path.display()
+    );
     path
 }
 
@@ -20,9 +25,12 @@ fn the_agent_reads_exactly_what_pymodbus_serves() {
     let mut cmd = Command::new(python());
     cmd.arg(workspace().join("tests/peers/pymodbus_tcp_server.py"));
     let peer = Proc::spawn("pymodbus server", cmd);
-    let hello: serde_json::Value = wait_until(Duration::from_secs(30), "pymodbus to listen", || {
-        peer.stdout_lines().first().and_then(|l| serde_json::from_str(l).ok())
-    });
+    let hello: serde_json::Value =
+        wait_until(Duration::from_secs(30), "pymodbus to listen", || {
+            peer.stdout_lines()
+                .first()
+                .and_then(|l| serde_json::from_str(l).ok())
+        });
     let port = hello["port"].as_u64().expect("port");
     std::fs::create_dir(dir.path().join("profiles")).unwrap();
     std::fs::write(
@@ -62,23 +70,41 @@ address = 4
     let _agent = start_agent(&config);
     let db = dir.path().join("site.db");
     let value_of = |point: &str| -> Option<f64> {
-        stored(&db, point).iter().find_map(|r| match (r.outcome, r.flag) {
-            (Outcome::Value(v), Flag::N) => Some(v),
-            _ => None,
-        })
+        stored(&db, point)
+            .iter()
+            .find_map(|r| match (r.outcome, r.flag) {
+                (Outcome::Value(v), Flag::N) => Some(v),
+                _ => None,
+            })
     };
-    let f32v = wait_until(Duration::from_secs(20), "the f32 CDAB value", || value_of("good/f32_cdab"));
+    let f32v = wait_until(Duration::from_secs(20), "the f32 CDAB value", || {
+        value_of("good/f32_cdab")
+    });
     assert_eq!(f32v, hello["f32"].as_f64().unwrap());
     assert_eq!(value_of("good/i32_abcd"), hello["i32"].as_f64());
     assert_eq!(value_of("good/u16"), hello["u16"].as_f64());
     // An exception from the device is an exception outcome (flag D), not a communication fault.
-    wait_until(Duration::from_secs(20), "exception 04 from the refusing unit", || {
-        stored(&db, "refusing/u16").iter().any(|r| r.outcome == Outcome::Exception(4) && r.flag == Flag::D).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "exception 04 from the refusing unit",
+        || {
+            stored(&db, "refusing/u16")
+                .iter()
+                .any(|r| r.outcome == Outcome::Exception(4) && r.flag == Flag::D)
+                .then_some(())
+        },
+    );
     // A reply later than the bus timeout is a timeout (flag B).
-    wait_until(Duration::from_secs(20), "a timeout from the slow unit", || {
-        stored(&db, "slow/u16").iter().any(|r| r.outcome == Outcome::Fault(Fault::Timeout) && r.flag == Flag::B).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "a timeout from the slow unit",
+        || {
+            stored(&db, "slow/u16")
+                .iter()
+                .any(|r| r.outcome == Outcome::Fault(Fault::Timeout) && r.flag == Flag::B)
+                .then_some(())
+        },
+    );
     // The slow unit never poisons the good unit's values.
     let good: Vec<f64> = stored(&db, "good/i32_abcd")
         .iter()
@@ -87,5 +113,8 @@ address = 4
             _ => None,
         })
         .collect();
-    assert!(good.iter().all(|v| *v == hello["i32"].as_f64().unwrap()), "{good:?}");
+    assert!(
+        good.iter().all(|v| *v == hello["i32"].as_f64().unwrap()),
+        "{good:?}"
+    );
 }

@@ -298,6 +298,31 @@ pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
     }
 }
 
+/// Reads and validates one profile file on its own (its name is the file stem).
+pub fn load_profile(path: &Path) -> Result<Profile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let source = SourceFile::new(path, text);
+    let mut found = Vec::new();
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let profile = parse_toml::<RawProfile>(&source, &mut found).map(|raw| {
+        let mut issues = Issues {
+            file: &source,
+            list: &mut found,
+        };
+        validate_profile(&name, raw, &mut issues)
+    });
+    match profile {
+        Some(p) if found.is_empty() => Ok(p),
+        _ => Err(ConfigError::Invalid(found)),
+    }
+}
+
 /// Parses TOML into `T`, turning a serde error into an issue with line and key.
 fn parse_toml<T: serde::de::DeserializeOwned>(
     source: &SourceFile,

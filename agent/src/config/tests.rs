@@ -370,3 +370,45 @@ fn every_problem_is_reported_at_once() {
         ]
     );
 }
+
+#[test]
+fn the_shipped_seal_node_profile_agrees_with_the_firmware_register_map() {
+    use super::profile::{Profile, ValueType};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/profiles/seal-node.toml");
+    let shipped = super::load_profile(&path).unwrap_or_else(|e| panic!("{e}"));
+    let firmware = Profile::seal_node();
+    let expected: String = firmware
+        .points
+        .iter()
+        .map(|p| {
+            let ty = match p.value_type {
+                ValueType::Bool => String::new(),
+                other => format!("type = \"{}\"\n", format!("{other:?}").to_lowercase()),
+            };
+            let unit = p
+                .unit
+                .as_ref()
+                .map(|u| format!("unit = \"{u}\"\n"))
+                .unwrap_or_default();
+            format!(
+                "\n[[points]]\nname = \"{}\"\ntable = \"{}\"\naddress = {}\n{ty}{unit}",
+                p.name, p.table, p.address
+            )
+        })
+        .collect();
+    let key = |p: &super::profile::PointDef| {
+        (
+            p.name.clone(),
+            p.table,
+            p.address,
+            p.value_type,
+            p.word_order,
+            p.unit.clone(),
+        )
+    };
+    assert_eq!(
+        shipped.points.iter().map(key).collect::<Vec<_>>(),
+        firmware.points.iter().map(key).collect::<Vec<_>>(),
+        "config/profiles/seal-node.toml differs from firmware/src/registers.rs; its points should read:\n{expected}"
+    );
+}
