@@ -14,7 +14,11 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "sealwatch-sim", version, about = "Simulated semi-coke plant serving Modbus for sealwatch")]
+#[command(
+    name = "sealwatch-sim",
+    version,
+    about = "Simulated semi-coke plant serving Modbus for sealwatch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,9 +62,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALWATCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sealwatch-sim: cannot start the async runtime: {e}");
@@ -69,8 +81,27 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config, scenario, ready_file, fixed_ports, speed } => serve_plant(&config, scenario.as_deref(), ready_file.as_deref(), fixed_ports, speed).await,
-            Command::Demo { config, scenario, data_dir } => demo(&config, &scenario, &data_dir).await,
+            Command::Serve {
+                config,
+                scenario,
+                ready_file,
+                fixed_ports,
+                speed,
+            } => {
+                serve_plant(
+                    &config,
+                    scenario.as_deref(),
+                    ready_file.as_deref(),
+                    fixed_ports,
+                    speed,
+                )
+                .await
+            }
+            Command::Demo {
+                config,
+                scenario,
+                data_dir,
+            } => demo(&config, &scenario, &data_dir).await,
         }
     });
     match result {
@@ -89,12 +120,23 @@ fn load_scenario(path: Option<&Path>) -> anyhow::Result<Scenario> {
     })
 }
 
-async fn serve_plant(config_path: &Path, scenario: Option<&Path>, ready_file: Option<&Path>, fixed_ports: bool, speed: f64) -> anyhow::Result<()> {
+async fn serve_plant(
+    config_path: &Path,
+    scenario: Option<&Path>,
+    ready_file: Option<&Path>,
+    fixed_ports: bool,
+    speed: f64,
+) -> anyhow::Result<()> {
     if !(speed.is_finite() && speed > 0.0) {
         bail!("--speed must be a positive number, got {speed}");
     }
     let cfg = config::load(config_path)?;
-    let sim = serve::start(&cfg, load_scenario(scenario)?, SimOptions { speed, fixed_ports }).await?;
+    let sim = serve::start(
+        &cfg,
+        load_scenario(scenario)?,
+        SimOptions { speed, fixed_ports },
+    )
+    .await?;
     for (bus, addr) in &sim.addresses {
         println!("sim: bus {bus} listening on {addr}");
     }
@@ -129,7 +171,8 @@ async fn serve_plant(config_path: &Path, scenario: Option<&Path>, ready_file: Op
 fn write_ready_file(path: &Path, sim: &RunningSim) -> anyhow::Result<()> {
     let doc = serde_json::json!({ "buses": sim.addresses, "pid": std::process::id() });
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -137,14 +180,25 @@ fn write_ready_file(path: &Path, sim: &RunningSim) -> anyhow::Result<()> {
 async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let mut cfg = config::load(config_path)?;
     let scenario = Scenario::load(scenario)?;
-    let sim = serve::start(&cfg, scenario, SimOptions { speed: 1.0, fixed_ports: false }).await?;
+    let sim = serve::start(
+        &cfg,
+        scenario,
+        SimOptions {
+            speed: 1.0,
+            fixed_ports: false,
+        },
+    )
+    .await?;
     // Point the agent at the plant's actual ports and the demo's data folder.
     for bus in &mut cfg.buses {
-        if let (Transport::Tcp { address }, Some(addr)) = (&mut bus.transport, sim.addresses.get(&bus.name)) {
+        if let (Transport::Tcp { address }, Some(addr)) =
+            (&mut bus.transport, sim.addresses.get(&bus.name))
+        {
             *address = addr.to_string();
         }
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
     cfg.store.path = data_dir.join("sealwatch.db");
     let stop = CancellationToken::new();
     let agent = match run::start(cfg.clone(), stop.clone()).await {
@@ -157,7 +211,12 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
         Err(e) => return Err(e.into()),
     };
     println!();
-    println!("sealwatch demo: {} — {} furnaces, {} devices on a simulated plant", cfg.site.name, cfg.furnaces.len(), cfg.devices.len());
+    println!(
+        "sealwatch demo: {} — {} furnaces, {} devices on a simulated plant",
+        cfg.site.name,
+        cfg.furnaces.len(),
+        cfg.devices.len()
+    );
     if let Some(addr) = agent.status_addr {
         println!("  status page:   http://{addr}/");
     }
@@ -165,7 +224,9 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
     for (bus, addr) in &sim.addresses {
         println!("  plant bus:     {bus} at {addr}");
     }
-    println!("  scenario:      breaches, a stuck lid and an analyzer outage over the first minutes");
+    println!(
+        "  scenario:      breaches, a stuck lid and an analyzer outage over the first minutes"
+    );
     println!("  Ctrl-C stops both cleanly.");
     println!();
     wait_for_signal().await;

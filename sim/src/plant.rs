@@ -15,7 +15,7 @@ use std::sync::Arc;
 use sealwatch_agent::config::profile::{Profile, Table};
 use sealwatch_agent::config::SiteConfig;
 use sealwatch_agent::poll::decode::encode_point;
-use sealwatch_firmware::registers::{SealState, FAULT_LID_SWITCHES, FAULT_LEVEL_LOW_CURRENT};
+use sealwatch_firmware::registers::{SealState, FAULT_LEVEL_LOW_CURRENT, FAULT_LID_SWITCHES};
 
 /// Simulation step, s.
 pub const STEP_S: f64 = 0.1;
@@ -145,10 +145,14 @@ impl BinModel {
         let d = self.phase.duration();
         let frac = (self.in_phase / d).min(1.0);
         match self.phase {
-            Phase::Filling => self.level_mm = self.level_at_phase_start + (2600.0 - self.level_at_phase_start) * frac,
+            Phase::Filling => {
+                self.level_mm =
+                    self.level_at_phase_start + (2600.0 - self.level_at_phase_start) * frac
+            }
             Phase::GateOpen => {
                 let target = if self.breaching { 300.0 } else { 1100.0 };
-                self.level_mm = self.level_at_phase_start + (target - self.level_at_phase_start) * frac;
+                self.level_mm =
+                    self.level_at_phase_start + (target - self.level_at_phase_start) * frac;
             }
             _ => {}
         }
@@ -266,7 +270,10 @@ impl Plant {
                     furnace: fi,
                     seal_level_min_mm: f64::from(b.seal_level_min_mm),
                     phase: Phase::Idle,
-                    in_phase: Phase::Idle.duration() - 5.0 - 15.0 * n as f64 % Phase::Idle.duration(),
+                    // Stagger the bins so their cycles do not line up: 0, 37, 14, 51, … s into the cycle.
+                    in_phase: Phase::Idle.duration()
+                        - 5.0
+                        - (37.0 * n as f64) % (Phase::Idle.duration() - 5.0),
                     level_mm: 1100.0,
                     level_at_phase_start: 1100.0,
                     breach_next_cycle: false,
@@ -288,7 +295,13 @@ impl Plant {
                 });
             }
         }
-        Plant { t: 0.0, bins, analyzers, devices, plume: vec![0.0; config.furnaces.len()] }
+        Plant {
+            t: 0.0,
+            bins,
+            analyzers,
+            devices,
+            plume: vec![0.0; config.furnaces.len()],
+        }
     }
 
     /// Advances the model to simulated time `t` (s), in fixed steps.
@@ -329,7 +342,9 @@ impl Plant {
 
     /// The device with this unit id on bus `bus`.
     pub fn device_at(&self, bus: usize, unit: u8) -> Option<usize> {
-        self.devices.iter().position(|d| d.bus == bus && d.unit == unit)
+        self.devices
+            .iter()
+            .position(|d| d.bus == bus && d.unit == unit)
     }
 
     /// Whether the device answers at all now.
@@ -348,14 +363,24 @@ impl Plant {
                 let (closed, open) = bin.lid_switches(t);
                 let broken = bin.level_broken(t);
                 let lid_fault = closed && open;
-                let ua = if broken { 0.0 } else { 4000.0 + bin.level_mm / LEVEL_SPAN_MM * 16000.0 };
+                let ua = if broken {
+                    0.0
+                } else {
+                    4000.0 + bin.level_mm / LEVEL_SPAN_MM * 16000.0
+                };
                 match point {
                     "lid_closed" => f64::from(u8::from(closed)),
                     "lid_open" => f64::from(u8::from(open)),
                     "gate_open" => f64::from(u8::from(bin.gate_open())),
                     "lid_fault" => f64::from(u8::from(lid_fault)),
                     "level_fault" => f64::from(u8::from(broken)),
-                    "level_mm" => if broken { 0.0 } else { bin.level_mm.round() },
+                    "level_mm" => {
+                        if broken {
+                            0.0
+                        } else {
+                            bin.level_mm.round()
+                        }
+                    }
                     "level_raw_ua" => ua.round(),
                     "seal_state" => f64::from(bin.seal_state(t) as u16),
                     "fault_bits" => {
@@ -396,7 +421,13 @@ impl Plant {
     /// Answers a read of `count` registers or bits from `start` of `table` on `device`: the
     /// registers, or a Modbus exception code. Reads touching an address no point defines get
     /// exception 02, as real devices do.
-    pub fn read(&self, device: usize, table: Table, start: u16, count: u16) -> Result<Vec<u16>, u8> {
+    pub fn read(
+        &self,
+        device: usize,
+        table: Table,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, u8> {
         let d = &self.devices[device];
         if d.failing {
             return Err(exception::DEVICE_FAILURE);
@@ -415,6 +446,8 @@ impl Plant {
                 }
             }
         }
-        out.into_iter().collect::<Option<Vec<u16>>>().ok_or(exception::ILLEGAL_DATA_ADDRESS)
+        out.into_iter()
+            .collect::<Option<Vec<u16>>>()
+            .ok_or(exception::ILLEGAL_DATA_ADDRESS)
     }
 }

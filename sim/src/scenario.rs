@@ -130,8 +130,14 @@ impl Scenario {
     /// Reads a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: shown.clone(), source })?;
-        let mut s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse { path: shown, source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse {
+            path: shown,
+            source,
+        })?;
         s.events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         Ok(s)
     }
@@ -144,23 +150,39 @@ pub fn parse_command(line: &str, now: f64) -> Result<Event, ScenarioError> {
     let action = words.next().and_then(Action::parse).ok_or_else(bad)?;
     let target = words.next().ok_or_else(bad)?.to_owned();
     let duration_s = match words.next() {
-        Some(w) => Some(w.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).ok_or_else(bad)?),
+        Some(w) => Some(
+            w.parse::<f64>()
+                .ok()
+                .filter(|d| d.is_finite() && *d >= 0.0)
+                .ok_or_else(bad)?,
+        ),
         None => None,
     };
     if words.next().is_some() {
         return Err(bad());
     }
-    Ok(Event { at_s: now, action, target, duration_s })
+    Ok(Event {
+        at_s: now,
+        action,
+        target,
+        duration_s,
+    })
 }
 
 /// Applies a plant (non-bus) action now.
 pub fn apply(plant: &mut Plant, event: &Event) -> Result<(), ScenarioError> {
     let t = plant.t;
     let until = event.duration_s.map(|d| t + d);
-    let unknown = |kind| ScenarioError::UnknownTarget { action: event.action, kind, target: event.target.clone() };
+    let unknown = |kind| ScenarioError::UnknownTarget {
+        action: event.action,
+        kind,
+        target: event.target.clone(),
+    };
     match event.action {
         Action::Breach | Action::LidStuckOpen | Action::LevelWireBroken => {
-            let b = plant.bin(&event.target).ok_or_else(|| unknown("bin (furnace/bin)"))?;
+            let b = plant
+                .bin(&event.target)
+                .ok_or_else(|| unknown("bin (furnace/bin)"))?;
             let bin = &mut plant.bins[b];
             match event.action {
                 Action::Breach => bin.breach_next_cycle = true,
@@ -169,7 +191,9 @@ pub fn apply(plant: &mut Plant, event: &Event) -> Result<(), ScenarioError> {
             }
         }
         Action::Silence | Action::Restore | Action::Fail | Action::Recover | Action::Restart => {
-            let d = plant.device(&event.target).ok_or_else(|| unknown("device"))?;
+            let d = plant
+                .device(&event.target)
+                .ok_or_else(|| unknown("device"))?;
             let dev = &mut plant.devices[d];
             match event.action {
                 Action::Silence => dev.silent = true,
@@ -192,5 +216,10 @@ pub fn reversal(event: &Event) -> Option<Event> {
         Action::BusDown => Action::BusUp,
         _ => return None,
     };
-    event.duration_s.map(|d| Event { at_s: event.at_s + d, action: undo, target: event.target.clone(), duration_s: None })
+    event.duration_s.map(|d| Event {
+        at_s: event.at_s + d,
+        action: undo,
+        target: event.target.clone(),
+        duration_s: None,
+    })
 }

@@ -48,7 +48,9 @@ pub struct SimOptions {
 type SharedPlant = Arc<Mutex<Plant>>;
 
 fn lock(plant: &SharedPlant) -> MutexGuard<'_, Plant> {
-    plant.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    plant
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One Modbus TCP endpoint.
@@ -70,7 +72,10 @@ impl RunningSim {
     /// Runs a command line (`breach F1/B2`) now; returns what was done.
     pub async fn command(&self, line: &str) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send((line.to_owned(), tx)).await.map_err(|_| "sim stopped".to_owned())?;
+        self.commands
+            .send((line.to_owned(), tx))
+            .await
+            .map_err(|_| "sim stopped".to_owned())?;
         rx.await.map_err(|_| "sim stopped".to_owned())?
     }
 
@@ -102,10 +107,18 @@ impl tokio_modbus::server::Service for DeviceService {
         }
         let to_bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect::<Vec<bool>>();
         let result = match req.request {
-            Request::ReadCoils(start, count) => plant.read(device, Table::Coil, start, count).map(|w| Response::ReadCoils(to_bits(w))),
-            Request::ReadDiscreteInputs(start, count) => plant.read(device, Table::DiscreteInput, start, count).map(|w| Response::ReadDiscreteInputs(to_bits(w))),
-            Request::ReadHoldingRegisters(start, count) => plant.read(device, Table::Holding, start, count).map(Response::ReadHoldingRegisters),
-            Request::ReadInputRegisters(start, count) => plant.read(device, Table::Input, start, count).map(Response::ReadInputRegisters),
+            Request::ReadCoils(start, count) => plant
+                .read(device, Table::Coil, start, count)
+                .map(|w| Response::ReadCoils(to_bits(w))),
+            Request::ReadDiscreteInputs(start, count) => plant
+                .read(device, Table::DiscreteInput, start, count)
+                .map(|w| Response::ReadDiscreteInputs(to_bits(w))),
+            Request::ReadHoldingRegisters(start, count) => plant
+                .read(device, Table::Holding, start, count)
+                .map(Response::ReadHoldingRegisters),
+            Request::ReadInputRegisters(start, count) => plant
+                .read(device, Table::Input, start, count)
+                .map(Response::ReadInputRegisters),
             _ => return std::future::ready(Err(ExceptionCode::IllegalFunction)),
         };
         std::future::ready(result.map(Some).map_err(ExceptionCode::new))
@@ -116,32 +129,63 @@ async fn listen(plant: SharedPlant, bus: usize, listener: TcpListener) -> JoinHa
     tokio::spawn(async move {
         let server = Server::new(listener);
         let on_connected = |stream: tokio::net::TcpStream, addr: SocketAddr| {
-            let service = DeviceService { plant: plant.clone(), bus };
+            let service = DeviceService {
+                plant: plant.clone(),
+                bus,
+            };
             async move {
                 let _ = stream.set_nodelay(true);
                 accept_tcp_connection(stream, addr, |_| Ok(Some(service.clone())))
             }
         };
-        if let Err(e) = server.serve(&on_connected, |e| tracing::debug!(error = %e, "connection ended")).await {
+        if let Err(e) = server
+            .serve(
+                &on_connected,
+                |e| tracing::debug!(error = %e, "connection ended"),
+            )
+            .await
+        {
             tracing::error!(error = %e, "endpoint stopped");
         }
     })
 }
 
 /// Starts the plant and its endpoints.
-pub async fn start(config: &SiteConfig, scenario: Scenario, options: SimOptions) -> Result<RunningSim, SimError> {
+pub async fn start(
+    config: &SiteConfig,
+    scenario: Scenario,
+    options: SimOptions,
+) -> Result<RunningSim, SimError> {
     let plant: SharedPlant = Arc::new(Mutex::new(Plant::from_config(config)));
     let mut endpoints: Vec<Endpoint> = Vec::new();
     let mut addresses = BTreeMap::new();
     for (b, bus) in config.buses.iter().enumerate() {
         match &bus.transport {
             Transport::Tcp { address } => {
-                let want = if options.fixed_ports { address.clone() } else { "127.0.0.1:0".to_owned() };
-                let listener = TcpListener::bind(&want).await.map_err(|source| SimError::Bind { bus: bus.name.clone(), addr: want.clone(), source })?;
-                let addr = listener.local_addr().map_err(|source| SimError::Bind { bus: bus.name.clone(), addr: want, source })?;
+                let want = if options.fixed_ports {
+                    address.clone()
+                } else {
+                    "127.0.0.1:0".to_owned()
+                };
+                let listener = TcpListener::bind(&want)
+                    .await
+                    .map_err(|source| SimError::Bind {
+                        bus: bus.name.clone(),
+                        addr: want.clone(),
+                        source,
+                    })?;
+                let addr = listener.local_addr().map_err(|source| SimError::Bind {
+                    bus: bus.name.clone(),
+                    addr: want,
+                    source,
+                })?;
                 let task = listen(plant.clone(), b, listener).await;
                 addresses.insert(bus.name.clone(), addr);
-                endpoints.push(Endpoint { bus: b, addr, task: Some(task) });
+                endpoints.push(Endpoint {
+                    bus: b,
+                    addr,
+                    task: Some(task),
+                });
             }
             Transport::Rtu(serial) => {
                 tracing::warn!(bus = %bus.name, port = %serial.port, "RTU buses are not simulated yet; its devices stay silent");
@@ -150,8 +194,19 @@ pub async fn start(config: &SiteConfig, scenario: Scenario, options: SimOptions)
     }
     let bus_names: Vec<String> = config.buses.iter().map(|b| b.name.clone()).collect();
     let (tx, rx) = mpsc::channel(16);
-    let clock = tokio::spawn(run_clock(plant, endpoints, bus_names, scenario, options.speed, rx));
-    Ok(RunningSim { addresses, commands: tx, clock })
+    let clock = tokio::spawn(run_clock(
+        plant,
+        endpoints,
+        bus_names,
+        scenario,
+        options.speed,
+        rx,
+    ));
+    Ok(RunningSim {
+        addresses,
+        commands: tx,
+        clock,
+    })
 }
 
 /// Advances the plant in real time, fires scripted events, runs commands.
@@ -191,7 +246,9 @@ async fn run_clock(
         }
         if let Some((line, reply)) = command {
             let result = match parse_command(&line, now) {
-                Ok(event) => fire(&plant, &mut endpoints, &bus_names, &event, &mut pending).await.map_err(|e| e.to_string()),
+                Ok(event) => fire(&plant, &mut endpoints, &bus_names, &event, &mut pending)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             let _ = reply.send(result);
@@ -211,7 +268,11 @@ async fn fire(
             .iter()
             .position(|b| *b == event.target)
             .and_then(|b| endpoints.iter_mut().find(|e| e.bus == b))
-            .ok_or_else(|| ScenarioError::UnknownTarget { action: event.action, kind: "TCP bus", target: event.target.clone() })?;
+            .ok_or_else(|| ScenarioError::UnknownTarget {
+                action: event.action,
+                kind: "TCP bus",
+                target: event.target.clone(),
+            })?;
         match event.action {
             Action::BusDown => {
                 if let Some(task) = bus.task.take() {
@@ -222,8 +283,15 @@ async fn fire(
             _ => {
                 if bus.task.is_none() {
                     match TcpListener::bind(bus.addr).await {
-                        Ok(listener) => bus.task = Some(listen(plant.clone(), bus.bus, listener).await),
-                        Err(e) => return Err(ScenarioError::BadCommand(format!("bus-up {}: cannot listen on {}: {e}", event.target, bus.addr))),
+                        Ok(listener) => {
+                            bus.task = Some(listen(plant.clone(), bus.bus, listener).await)
+                        }
+                        Err(e) => {
+                            return Err(ScenarioError::BadCommand(format!(
+                                "bus-up {}: cannot listen on {}: {e}",
+                                event.target, bus.addr
+                            )))
+                        }
                     }
                 }
             }

@@ -1,0 +1,95 @@
+//! Modbus TCP readings/s through the whole agent (poll → decode → store) against the simulated
+//! plant, and a bare tokio-modbus loop reading the same registers over as many connections.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealwatch_agent::config::profile::{Profile, Table};
+use sealwatch_agent::poll::plan::plan_reads;
+use sealwatch_agent::run;
+use sealwatch_sim::scenario::Scenario;
+use sealwatch_sim::serve::{self, SimOptions};
+use tokio_modbus::client::Reader;
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::Slave;
+use tokio_util::sync::CancellationToken;
+
+use crate::site::seal_node_site;
+
+/// Readings per second of the bare loop and of the agent.
+pub(crate) struct TcpFigures {
+    pub(crate) bare: f64,
+    pub(crate) agent: f64,
+    pub(crate) connections: usize,
+    pub(crate) devices: usize,
+}
+
+const BUSES: usize = 16;
+const NODES: usize = 240;
+
+pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
+    let dir = tempfile::tempdir()?;
+    // The agent's fastest poll interval (100 ms) × 480 seal nodes asks for more than one
+    // connection can carry, so the agent runs saturated.
+    let placeholder = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &[])?;
+    let sim = serve::start(&placeholder, Scenario::default(), SimOptions { speed: 1.0, fixed_ports: false }).await?;
+    let addresses: Vec<String> = (0..BUSES).map(|b| sim.addresses[&format!("bus{b}")].to_string()).collect();
+    let mut config = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &addresses)?;
+    config.store.path = dir.path().join("bench.db");
+
+    let bare = bare_loop(&addresses, window).await?;
+
+    let stop = CancellationToken::new();
+    let agent = run::start(config, stop.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = agent.state.snapshot().readings_total;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = agent.state.snapshot().readings_total;
+    let rate = (after - before) as f64 / started.elapsed().as_secs_f64();
+    stop.cancel();
+    agent.finished().await;
+    sim.stop();
+    Ok(TcpFigures { bare, agent: rate, connections: BUSES, devices: BUSES * NODES })
+}
+
+/// One tokio-modbus connection per bus, each cycling through its units reading exactly the
+/// agent's request plan for a seal node; a reading is one point delivered.
+async fn bare_loop(addresses: &[String], window: Duration) -> anyhow::Result<f64> {
+    let profile = Profile::seal_node();
+    let plan = plan_reads(&profile.points, 8);
+    let readings = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + window;
+    let mut tasks = Vec::new();
+    for addr in addresses {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(1));
+        let plan = plan.clone();
+        let readings = readings.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut unit = 0u8;
+            while Instant::now() < deadline {
+                unit = unit % NODES as u8 + 1;
+                ctx.set_slave(Slave(unit));
+                for read in &plan {
+                    let ok = match read.table {
+                        Table::DiscreteInput => ctx.read_discrete_inputs(read.start, read.count).await.map(|r| r.is_ok()),
+                        Table::Input => ctx.read_input_registers(read.start, read.count).await.map(|r| r.is_ok()),
+                        Table::Holding => ctx.read_holding_registers(read.start, read.count).await.map(|r| r.is_ok()),
+                        Table::Coil => ctx.read_coils(read.start, read.count).await.map(|r| r.is_ok()),
+                    };
+                    if matches!(ok, Ok(true)) {
+                        readings.fetch_add(read.points.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await?;
+    }
+    Ok(readings.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
