@@ -72,7 +72,7 @@ struct Scheduled {
     name: String,
     unit: u8,
     profile: Arc<Profile>,
-    reads: Vec<ReadRequest>,
+    reads: Arc<[ReadRequest]>,
     split: bool,
     interval: Duration,
     next_due: Instant,
@@ -107,7 +107,7 @@ pub fn spawn_buses(
                 name: d.name.clone(),
                 unit: d.unit.get(),
                 profile: d.profile.clone(),
-                reads: plan_reads(&d.profile.points, bus.max_gap),
+                reads: plan_reads(&d.profile.points, bus.max_gap).into(),
                 split: false,
                 interval: d.poll_interval,
                 next_due: Instant::now(),
@@ -270,16 +270,17 @@ impl TcpBus {
         let mut readings = Vec::new();
         let mut answered = false;
         let mut failure: Option<(Fault, String)> = None;
+        let mut reads = self.devices[i].reads.clone();
         let mut r = 0;
-        while r < self.devices[i].reads.len() {
-            let read = self.devices[i].reads[r].clone();
+        while r < reads.len() {
+            let read = &reads[r];
             if let Some((fault, _)) = &failure {
                 // The connection is gone or unreliable: the rest of this device's reads fail too.
-                self.push_outcome(&mut readings, i, &read, at_ms, Outcome::Fault(*fault));
+                self.push_outcome(&mut readings, i, read, at_ms, Outcome::Fault(*fault));
                 r += 1;
                 continue;
             }
-            match read_once(ctx, &read, timeout).await {
+            match read_once(ctx, read, timeout).await {
                 ReadResult::Words(words) => {
                     answered = true;
                     let d = &self.devices[i];
@@ -311,7 +312,8 @@ impl TcpBus {
                         tracing::info!(device = %d.name, table = %read.table, start = read.start, count = read.count,
                             "device refused a merged read (exception 02); reading its points one by one from now on");
                         d.split = true;
-                        d.reads = split_per_point(&d.profile.points);
+                        d.reads = split_per_point(&d.profile.points).into();
+                        reads = d.reads.clone();
                         readings.clear();
                         r = 0;
                         continue;
@@ -323,14 +325,14 @@ impl TcpBus {
                             read.table, read.start, read.count
                         ));
                     });
-                    self.push_outcome(&mut readings, i, &read, at_ms, Outcome::Exception(code));
+                    self.push_outcome(&mut readings, i, read, at_ms, Outcome::Exception(code));
                 }
                 ReadResult::Fault(fault, why) => {
                     self.with_health(i, |h| {
                         h.count_fault(fault);
                         h.last_error = Some(why.clone());
                     });
-                    self.push_outcome(&mut readings, i, &read, at_ms, Outcome::Fault(fault));
+                    self.push_outcome(&mut readings, i, read, at_ms, Outcome::Fault(fault));
                     failure = Some((fault, why));
                 }
             }
