@@ -7,6 +7,8 @@
 pub mod clock;
 pub mod config;
 pub mod poll;
+pub mod replay;
+pub mod rules;
 pub mod run;
 pub mod state;
 pub mod status;

@@ -33,6 +33,18 @@ enum Command {
         /// Site configuration file.
         config: PathBuf,
     },
+    /// Run recorded readings (JSON lines or CSV) through the rules; print what they conclude as
+    /// JSON lines. Identical input gives byte-identical output.
+    Replay {
+        /// Site configuration (points, thresholds, time zone).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Readings file (`.jsonl` or `.csv`; format in the README).
+        readings: PathBuf,
+        /// Write the outputs here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Exit code for an invalid configuration.
@@ -43,6 +55,21 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::Replay {
+            config,
+            readings,
+            out,
+        } => match replay(&config, &readings, out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealwatch: {e:#}");
+                if e.downcast_ref::<ConfigError>().is_some() {
+                    ExitCode::from(EXIT_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
         Command::Run { config } => match run_agent(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -87,6 +114,40 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+fn replay(config_path: &Path, readings: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    use sealwatch_agent::poll::PointTable;
+    use sealwatch_agent::rules::{Engine, Replay, RulesConfig};
+    use std::io::Write as _;
+
+    let cfg = config::load(config_path)?;
+    let points = PointTable::new(&cfg);
+    let input = sealwatch_agent::replay::read_readings(readings, &points)?;
+    let rules = RulesConfig::new(&cfg, &points);
+    let engine = Engine::new(&rules);
+    let ruleset = engine.ruleset().to_owned();
+    let mut replay = Replay::new(engine, points.points.iter().map(|p| p.device).collect());
+    let mut outputs = replay.push(&input);
+    outputs.extend(replay.finish());
+    let mut text = String::new();
+    for o in &outputs {
+        text.push_str(&o.to_json());
+        text.push('\n');
+    }
+    match out {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout()
+            .write_all(text.as_bytes())
+            .context("cannot write to standard output")?,
+    }
+    eprintln!(
+        "replayed {} readings under rule set {ruleset}: {} outputs",
+        input.len(),
+        outputs.len()
+    );
+    Ok(())
 }
 
 fn run_agent(path: &Path) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use crate::config::{SiteConfig, Transport};
 use crate::poll::bus::spawn_buses;
 use crate::poll::reading::Reading;
 use crate::poll::PointTable;
+use crate::rules::{Engine, Output, RulesConfig};
 use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
 use crate::store::{spawn_writer, Limits, Store, StoreError};
@@ -109,11 +110,29 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         }
     }
     let pipeline_state = state.clone();
+    let rules = RulesConfig::new(&config, &points);
+    let mut engine = Engine::new(&rules);
+    tracing::info!(
+        ruleset = engine.ruleset(),
+        bins = rules.bins.len(),
+        analyzers = rules.analyzers.len(),
+        "rules engine ready"
+    );
     let pipeline = tokio::spawn(async move {
-        // Ends when every bus task has ended and the channel is drained.
+        // Ends when every bus task has ended and the channel is drained. Each batch is one poll
+        // group (one device, one time): exactly the engine's unit of input.
         while let Some(batch) = rx.recv().await {
             pipeline_state.record(&batch);
-            if store_handle.send(batch).await.is_err() {
+            let outputs = engine.ingest_poll(&batch);
+            if !outputs.is_empty() {
+                log_outputs(&outputs);
+                pipeline_state.set_bins(engine.bin_states());
+            }
+            if store_handle
+                .send_with_outputs(batch, outputs)
+                .await
+                .is_err()
+            {
                 tracing::error!("store writer stopped; readings can no longer be stored");
                 break;
             }
@@ -137,6 +156,43 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         writer,
         status,
     })
+}
+
+/// Logs what operators should hear about at once.
+fn log_outputs(outputs: &[Output]) {
+    for o in outputs {
+        match o {
+            Output::BreachStarted { bin, signature, .. } => {
+                tracing::warn!(%bin, ?signature, "seal breach")
+            }
+            Output::BreachEnded {
+                bin, duration_ms, ..
+            } => tracing::warn!(%bin, duration_s = duration_ms / 1000, "seal breach ended"),
+            Output::NmhcExceedanceStarted {
+                analyzer,
+                value,
+                limit,
+                ..
+            } => tracing::warn!(%analyzer, value, limit, "NMHC above the single-value limit"),
+            Output::NmhcHour {
+                analyzer,
+                avg: Some(avg),
+                exceeded: true,
+                hourly_limit,
+                ..
+            } => {
+                tracing::warn!(%analyzer, avg, hourly_limit, "NMHC hourly average above the limit")
+            }
+            Output::SealState {
+                bin,
+                from,
+                to,
+                reason,
+                ..
+            } => tracing::debug!(%bin, %from, %to, %reason, "seal state"),
+            _ => {}
+        }
+    }
 }
 
 impl RunningAgent {

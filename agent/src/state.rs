@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::poll::reading::{Fault, Reading};
+use crate::rules::SealState;
 
 /// Communication health of one device.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,6 +61,8 @@ pub struct PlantSnapshot {
     pub devices: Vec<DeviceHealth>,
     /// Latest reading per point, by point id.
     pub latest: Vec<Option<Reading>>,
+    /// Seal state of each bin (config order) as the rules judge it, with when it began.
+    pub bins: Vec<(SealState, Option<i64>)>,
     /// Readings received since start.
     pub readings_total: u64,
     /// When the agent started, ms since epoch.
@@ -79,6 +82,7 @@ impl PlantState {
             inner: Arc::new(Mutex::new(PlantSnapshot {
                 devices,
                 latest: vec![None; points],
+                bins: Vec::new(),
                 readings_total: 0,
                 started_ms,
             })),
@@ -110,6 +114,11 @@ impl PlantState {
                 *slot = Some(*r);
             }
         }
+    }
+
+    /// Records the bins' judged states.
+    pub fn set_bins(&self, bins: Vec<(SealState, Option<i64>)>) {
+        self.lock().bins = bins;
     }
 
     /// A copy of the current state.

@@ -150,9 +150,16 @@ impl BinModel {
                     self.level_at_phase_start + (2600.0 - self.level_at_phase_start) * frac
             }
             Phase::GateOpen => {
-                let target = if self.breaching { 300.0 } else { 1100.0 };
+                // A breaching bin runs nearly empty early in the gate phase and stays low: the
+                // gas path is open for most of the time the gate is.
+                let (target, reach) = if self.breaching {
+                    (300.0, 0.4)
+                } else {
+                    (1100.0, 1.0)
+                };
+                let progress = (frac / reach).min(1.0);
                 self.level_mm =
-                    self.level_at_phase_start + (target - self.level_at_phase_start) * frac;
+                    self.level_at_phase_start + (target - self.level_at_phase_start) * progress;
             }
             _ => {}
         }

@@ -4,3 +4,4 @@
 mod harness;
 mod interop;
 mod polling;
+mod rules;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use self::profile::{validate_profile, Profile, SEAL_NODE_PROFILE};
 use self::raw::{RawBus, RawConfig, RawProfile};
 use self::source::{KeyPath, SourceFile};
+use crate::rules::RuleSettings;
 
 /// One problem found in a configuration or profile file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +277,8 @@ pub struct SiteConfig {
     pub devices: Vec<DeviceConfig>,
     /// Furnaces.
     pub furnaces: Vec<FurnaceConfig>,
+    /// Thresholds of the compliance rules.
+    pub rules: RuleSettings,
 }
 
 /// Reads and validates a configuration file and the profiles it uses.
@@ -493,6 +496,74 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         }
     };
 
+    // [rules]
+    let rules_path = root.key("rules");
+    let defaults = RuleSettings::default();
+    let limit = |issues: &mut Issues<'_>, key: &str, value: Option<f64>, default: f64| match value {
+        None => default,
+        Some(v) if v.is_finite() && v > 0.0 && v <= 100_000.0 => v,
+        Some(v) => {
+            issues.push(
+                rules_path.key(key),
+                format!("{v} is not a usable limit; expected a positive concentration in mg/m³"),
+            );
+            default
+        }
+    };
+    let rules = RuleSettings {
+        nmhc_hourly_limit: limit(
+            &mut issues,
+            "nmhc_hourly_limit_mg_m3",
+            raw.rules.nmhc_hourly_limit_mg_m3,
+            defaults.nmhc_hourly_limit,
+        ),
+        nmhc_single_limit: limit(
+            &mut issues,
+            "nmhc_single_limit_mg_m3",
+            raw.rules.nmhc_single_limit_mg_m3,
+            defaults.nmhc_single_limit,
+        ),
+        breach_grace_ms: ranged(
+            &mut issues,
+            &rules_path.key("breach_grace_s"),
+            raw.rules.breach_grace_s,
+            defaults.breach_grace_ms / 1000,
+            0,
+            60,
+            "s",
+        ) * 1000,
+        level_hysteresis_mm: ranged(
+            &mut issues,
+            &rules_path.key("level_hysteresis_mm"),
+            raw.rules.level_hysteresis_mm,
+            defaults.level_hysteresis_mm as i64,
+            0,
+            1000,
+            "mm",
+        ) as f64,
+        stale_after_ms: ranged(
+            &mut issues,
+            &rules_path.key("stale_after_s"),
+            raw.rules.stale_after_s,
+            defaults.stale_after_ms / 1000,
+            1,
+            600,
+            "s",
+        ) * 1000,
+        lid_travel_ms: ranged(
+            &mut issues,
+            &rules_path.key("lid_travel_s"),
+            raw.rules.lid_travel_s,
+            defaults.lid_travel_ms / 1000,
+            1,
+            600,
+            "s",
+        ) * 1000,
+    };
+    if rules.nmhc_single_limit < rules.nmhc_hourly_limit {
+        issues.push(rules_path.key("nmhc_single_limit_mg_m3"), format!("the single-value limit {} is below the hourly limit {}; GB 37822 sets the single-value limit higher (30 vs 10, 20 vs 6)", rules.nmhc_single_limit, rules.nmhc_hourly_limit));
+    }
+
     // [[buses]]
     let mut buses = Vec::new();
     let mut bus_index: HashMap<String, usize> = HashMap::new();
@@ -695,6 +766,7 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         buses,
         devices,
         furnaces,
+        rules,
     }
 }
 

@@ -19,6 +19,9 @@ pub struct RawConfig {
     /// The local status page.
     #[serde(default)]
     pub status: RawStatus,
+    /// Thresholds of the compliance rules.
+    #[serde(default)]
+    pub rules: RawRules,
     /// Folder with device profiles (`<name>.toml`), relative to this file. Default `profiles`.
     pub profiles_dir: Option<String>,
     /// Field buses: a Modbus TCP endpoint (or gateway) or an RS-485 serial line.
@@ -69,6 +72,24 @@ pub struct RawStore {
 pub struct RawStatus {
     /// Address the status page listens on. Default `127.0.0.1:8080`; `""` turns it off.
     pub listen: Option<String>,
+}
+
+/// `[rules]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    /// NMHC 1-hour average limit, mg/m³. Default 10 (GB 37822-2019 A.1; key regions: 6).
+    pub nmhc_hourly_limit_mg_m3: Option<f64>,
+    /// NMHC single-value limit, mg/m³. Default 30 (GB 37822-2019 A.1; key regions: 20).
+    pub nmhc_single_limit_mg_m3: Option<f64>,
+    /// How long a breach signature must persist to count as a breach, s (0–60). Default 3.
+    pub breach_grace_s: Option<i64>,
+    /// Level above `seal_level_min_mm` needed to end a level breach, mm (0–1000). Default 50.
+    pub level_hysteresis_mm: Option<i64>,
+    /// Inputs older than this make a bin or analyzer unknown, s (1–600). Default 10.
+    pub stale_after_s: Option<i64>,
+    /// Longest both lid switches may be off while the lid travels, s (1–600). Default 10.
+    pub lid_travel_s: Option<i64>,
 }
 
 /// `[[buses]]`

@@ -69,6 +69,10 @@ pub struct BinView {
     pub seal_level_min_mm: u32,
     /// Seal state reported by the node (`sealed`, `charging`, `breach`, `unknown`).
     pub node_seal_state: String,
+    /// Seal state as the agent's rules judge it.
+    pub seal_state: String,
+    /// Since when, ms.
+    pub seal_state_since_ms: Option<i64>,
 }
 
 /// One analyzer as shown.
@@ -139,6 +143,7 @@ pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState)
             .copied()
             .flatten()
     };
+    let mut bin_index = 0usize;
     let furnaces = config
         .furnaces
         .iter()
@@ -158,7 +163,15 @@ pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState)
                         },
                         _ => "unknown",
                     };
+                    let (judged, since) = snap
+                        .bins
+                        .get(bin_index)
+                        .copied()
+                        .unwrap_or((crate::rules::SealState::Unknown, None));
+                    bin_index += 1;
                     BinView {
+                        seal_state: judged.name().to_owned(),
+                        seal_state_since_ms: since,
                         name: b.name.clone(),
                         device: config.devices[b.device].name.clone(),
                         lid_closed: point_view(latest(b.device, "lid_closed")),

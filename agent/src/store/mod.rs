@@ -19,6 +19,9 @@
 //! - **When the disk is full or the file breaks.** A failed commit keeps the readings in memory and
 //!   is retried every interval; the error names the file and the cause. If the buffer reaches
 //!   [`MAX_BUFFERED`] readings, the oldest are dropped and counted (logged at ERROR: data loss).
+//! - **Rule outputs** (seal states, breaches, cycles, NMHC minutes and hours, summaries) are
+//!   committed in the same transaction as the readings they came from, and never dropped or
+//!   pruned for space.
 //! - **Schema.** Versioned migrations (`PRAGMA user_version`); the file is marked with
 //!   `application_id` "SEAL" so another program's database is refused by name, not damaged.
 
@@ -33,6 +36,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::poll::reading::{Flag, Outcome, Reading};
+use crate::rules::Output;
 use chunk::{fault_code, fault_from_code, Sample};
 
 /// Readings held in memory at most while commits fail.
@@ -250,9 +254,30 @@ impl Store {
 
     /// Commits readings (with their database point ids) in one transaction.
     pub fn append_readings(&mut self, readings: &[(i64, Reading)]) -> Result<(), StoreError> {
+        self.append(readings, &[])
+    }
+
+    /// Commits readings and rule outputs in one transaction.
+    pub fn append(
+        &mut self,
+        readings: &[(i64, Reading)],
+        outputs: &[Output],
+    ) -> Result<(), StoreError> {
         let Store { conn, path } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("committing readings"))?;
+        if !outputs.is_empty() {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO rule_outputs(at_ms, kind, subject, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql("committing rule outputs"))?;
+            for o in outputs {
+                insert
+                    .execute(params![o.at_ms(), o.kind(), o.subject(), o.to_json()])
+                    .map_err(sql("committing rule outputs"))?;
+            }
+        }
         {
             let mut insert = tx
                 .prepare_cached("INSERT INTO readings_recent(point_id, at_ms, value, outcome, flag) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -467,6 +492,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Rule outputs (JSON, as emitted) with `at_ms` in `[from_ms, to_ms]`, optionally of one kind,
+    /// in the order they were emitted.
+    pub fn outputs(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        kind: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM rule_outputs WHERE at_ms BETWEEN ?1 AND ?2 AND (?3 IS NULL OR kind = ?3) ORDER BY id")
+            .map_err(self.sql("reading rule outputs"))?;
+        let rows = stmt
+            .query_map(params![from_ms, to_ms, kind], |r| r.get(0))
+            .map_err(self.sql("reading rule outputs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.sql("reading rule outputs"))
+    }
+
     /// Total readings stored (chunks and recent rows).
     pub fn reading_count(&self) -> Result<u64, StoreError> {
         self.conn
@@ -478,7 +522,7 @@ impl Store {
 
 /// Commands to the writer task.
 enum Command {
-    Readings(Vec<Reading>),
+    Readings(Vec<Reading>, Vec<Output>),
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
@@ -491,8 +535,17 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Queues readings for the next commit (waits if the writer is far behind).
     pub async fn send(&self, readings: Vec<Reading>) -> Result<(), StoreError> {
+        self.send_with_outputs(readings, Vec::new()).await
+    }
+
+    /// Queues readings and the rule outputs they led to, for the same commit.
+    pub async fn send_with_outputs(
+        &self,
+        readings: Vec<Reading>,
+        outputs: Vec<Output>,
+    ) -> Result<(), StoreError> {
         self.tx
-            .send(Command::Readings(readings))
+            .send(Command::Readings(readings, outputs))
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -536,6 +589,7 @@ pub fn spawn_writer(
 
 struct Pending {
     readings: VecDeque<Reading>,
+    outputs: Vec<Output>,
     dropped: u64,
 }
 
@@ -548,6 +602,7 @@ async fn writer_loop(
 ) -> Store {
     let mut pending = Pending {
         readings: VecDeque::new(),
+        outputs: Vec::new(),
         dropped: 0,
     };
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -559,8 +614,10 @@ async fn writer_loop(
         let mut closed = false;
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                Some(Command::Readings(batch)) => {
+                Some(Command::Readings(batch, outputs)) => {
                     pending.readings.extend(batch);
+                    // Rule outputs are never dropped: they are few, and they are the verdicts.
+                    pending.outputs.extend(outputs);
                     while pending.readings.len() > MAX_BUFFERED {
                         pending.readings.pop_front();
                         pending.dropped += 1;
@@ -587,11 +644,12 @@ async fn writer_loop(
             .filter_map(|r| point_ids.get(r.point.0 as usize).map(|id| (*id, *r)))
             .collect();
         let compact_now = last_compact.elapsed() >= COMPACT_EVERY || closed;
+        let outputs = pending.outputs.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut outcome = if batch.is_empty() {
+            let mut outcome = if batch.is_empty() && outputs.is_empty() {
                 Ok(())
             } else {
-                store.append_readings(&batch)
+                store.append(&batch, &outputs)
             };
             if outcome.is_ok() && compact_now {
                 outcome = store.compact(crate::clock::now_ms(), limits).map(|stats| {
@@ -612,6 +670,8 @@ async fn writer_loop(
         match outcome {
             Ok(()) => {
                 pending.readings.clear();
+                pending.outputs.clear();
+                pending.outputs.clear();
                 deadline = None;
                 if compact_now {
                     last_compact = Instant::now();

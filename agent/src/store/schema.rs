@@ -36,6 +36,15 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX reading_chunks_by_point ON reading_chunks(point_id, first_ms);
      CREATE INDEX reading_chunks_by_age ON reading_chunks(first_ms);",
+    // 2: what the rules engine concluded.
+    "CREATE TABLE rule_outputs (
+         id      INTEGER PRIMARY KEY,
+         at_ms   INTEGER NOT NULL,
+         kind    TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         body    TEXT NOT NULL
+     );
+     CREATE INDEX rule_outputs_by_time ON rule_outputs(at_ms);",
 ];
 
 /// Newest schema version.

@@ -1,0 +1,455 @@
+//! The per-bin judge: seal state, breaches and charging cycles, from the lid, gate and level.
+
+use chrono_tz::Tz;
+
+use super::time::{hour_start, next_hour};
+use super::{BinRules, FlagCounts, Hours, Output, RuleSettings, SealState, Signal, Signature};
+use crate::poll::reading::{Flag, Reading};
+
+/// The latest reading of one input.
+#[derive(Debug, Clone, Copy)]
+struct Input {
+    value: Option<f64>,
+    flag: Flag,
+    at: i64,
+}
+
+/// What one hour of a bin adds up to, so far.
+#[derive(Debug, Default, Clone)]
+struct HourAcc {
+    state_ms: [i64; 4],
+    cycles: u32,
+    held: u32,
+    interrupted: u32,
+    breaches: u32,
+    flags: FlagCounts,
+}
+
+/// A charging cycle in progress.
+#[derive(Debug, Clone)]
+struct Cycle {
+    started: i64,
+    lid_opened: Option<i64>,
+    lid_closed: Option<i64>,
+    gate_opened: Option<i64>,
+    gate_closed: Option<i64>,
+    level_at_gate_open: Option<f64>,
+    held: bool,
+    interrupted: bool,
+}
+
+/// What the inputs say at one moment.
+enum Assessment {
+    Unknown(String),
+    Known {
+        lid_open: bool,
+        gate_open: bool,
+        level: f64,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct BinTracker {
+    rules: BinRules,
+    settings: RuleSettings,
+    tz: Tz,
+    inputs: [Option<Input>; 4],
+    state: SealState,
+    since: Option<i64>,
+    last_judged: Option<i64>,
+    lid_moving_since: Option<i64>,
+    open_since: Option<i64>,
+    level_latched: bool,
+    candidate: Option<(Signature, i64)>,
+    breach: Option<(Signature, i64)>,
+    cycle: Option<Cycle>,
+    prev_open: Option<(bool, bool)>,
+    closed_since: Option<i64>,
+    hours: Hours<HourAcc>,
+    closed_until: i64,
+}
+
+impl BinTracker {
+    pub(super) fn new(rules: BinRules, settings: RuleSettings, tz: Tz) -> Self {
+        BinTracker {
+            rules,
+            settings,
+            tz,
+            inputs: [None; 4],
+            state: SealState::Unknown,
+            since: None,
+            last_judged: None,
+            lid_moving_since: None,
+            open_since: None,
+            level_latched: false,
+            candidate: None,
+            breach: None,
+            cycle: None,
+            prev_open: None,
+            closed_since: None,
+            hours: Hours::new(),
+            closed_until: i64::MIN,
+        }
+    }
+
+    /// Starts the timeline at `hour` (unknown until the first judgement).
+    pub(super) fn start(&mut self, hour: i64) {
+        if self.since.is_none() {
+            self.since = Some(hour);
+            self.closed_until = hour;
+        }
+    }
+
+    pub(super) fn state(&self) -> (SealState, Option<i64>) {
+        (self.state, self.since)
+    }
+
+    pub(super) fn apply(&mut self, signal: Signal, r: &Reading) {
+        self.inputs[signal as usize] = Some(Input {
+            value: r.value(),
+            flag: r.flag,
+            at: r.at_ms,
+        });
+        if r.at_ms >= self.closed_until {
+            self.hours
+                .entry(hour_start(self.tz, r.at_ms))
+                .or_default()
+                .flags
+                .add(r.flag);
+        }
+    }
+
+    fn assess(&mut self, t: i64) -> Assessment {
+        const NAMES: [&str; 4] = [
+            "lid-closed switch",
+            "lid-open switch",
+            "gate switch",
+            "level",
+        ];
+        let mut values = [0.0; 4];
+        for (i, input) in self.inputs.iter().enumerate() {
+            let Some(input) = input else {
+                return Assessment::Unknown(format!("no {} reading yet", NAMES[i]));
+            };
+            if t - input.at > self.settings.stale_after_ms {
+                return Assessment::Unknown(format!(
+                    "{} reading is {} s old",
+                    NAMES[i],
+                    (t - input.at) / 1000
+                ));
+            }
+            match (input.value, input.flag) {
+                (Some(v), Flag::N) if v.is_finite() => values[i] = v,
+                (_, flag) => return Assessment::Unknown(format!("{} flagged {flag}", NAMES[i])),
+            }
+        }
+        let (closed, open) = (values[0] != 0.0, values[1] != 0.0);
+        let lid_open = match (closed, open) {
+            (true, true) => {
+                self.lid_moving_since = None;
+                return Assessment::Unknown("lid switches both on (switch fault)".to_owned());
+            }
+            (false, false) => {
+                let since = *self.lid_moving_since.get_or_insert(t);
+                if t - since > self.settings.lid_travel_ms {
+                    return Assessment::Unknown(
+                        "lid switches both off longer than the travel time (switch fault)"
+                            .to_owned(),
+                    );
+                }
+                true
+            }
+            (true, false) => {
+                self.lid_moving_since = None;
+                false
+            }
+            (false, true) => {
+                self.lid_moving_since = None;
+                true
+            }
+        };
+        Assessment::Known {
+            lid_open,
+            gate_open: values[2] != 0.0,
+            level: values[3],
+        }
+    }
+
+    /// Judges the bin at time `t`, after a poll group was applied.
+    pub(super) fn judge(&mut self, t: i64, ruleset: &str, out: &mut Vec<Output>) {
+        if self.since.is_none() {
+            self.start(hour_start(self.tz, t));
+        }
+        // A gap in judgements longer than the stale limit is unknown time from when it went stale.
+        if let Some(prev) = self.last_judged {
+            let stale_at = prev + self.settings.stale_after_ms;
+            if t > stale_at && self.state != SealState::Unknown {
+                self.go_unknown(stale_at, "no data".to_owned(), ruleset, out);
+            }
+        }
+        self.last_judged = Some(t.max(self.last_judged.unwrap_or(t)));
+        let (lid_open, gate_open, level) = match self.assess(t) {
+            Assessment::Unknown(reason) => {
+                self.go_unknown(t, reason, ruleset, out);
+                return;
+            }
+            Assessment::Known {
+                lid_open,
+                gate_open,
+                level,
+            } => (lid_open, gate_open, level),
+        };
+        let any_open = lid_open || gate_open;
+        self.open_since = if any_open {
+            Some(self.open_since.unwrap_or(t))
+        } else {
+            None
+        };
+        // Level breach with hysteresis: it ends only once the level is back above min + hysteresis.
+        let min = self.rules.seal_level_min_mm;
+        self.level_latched = gate_open
+            && (level < min
+                || (self.level_latched && level < min + self.settings.level_hysteresis_mm));
+        let signature = if lid_open && gate_open {
+            Some(Signature::LidAndGateOpen)
+        } else if self.level_latched {
+            Some(Signature::LevelBelowSeal)
+        } else if self
+            .open_since
+            .is_some_and(|s| t - s > self.rules.max_open_ms)
+        {
+            Some(Signature::OpenTooLong)
+        } else {
+            None
+        };
+
+        self.track_cycle_inputs(t, lid_open, gate_open, level);
+
+        match signature {
+            Some(sig) => {
+                let (_, first_seen) = *self.candidate.get_or_insert((sig, t));
+                if self.breach.is_none() && t - first_seen >= self.settings.breach_grace_ms {
+                    // The breach began when its signature first appeared.
+                    let start = first_seen.max(self.since.unwrap_or(first_seen));
+                    let sig = self.candidate.map_or(sig, |c| c.0);
+                    self.set_state(SealState::Breach, start, format!("{sig:?}"), ruleset, out);
+                    out.push(Output::BreachStarted {
+                        bin: self.rules.key.clone(),
+                        at_ms: start,
+                        signature: sig,
+                        ruleset: ruleset.to_owned(),
+                    });
+                    self.hour(start).breaches += 1;
+                    self.breach = Some((sig, start));
+                    if let Some(c) = &mut self.cycle {
+                        c.held = false;
+                    }
+                }
+            }
+            None => {
+                self.candidate = None;
+                self.end_breach(t, false, ruleset, out);
+            }
+        }
+        if self.breach.is_none() {
+            let new = if any_open {
+                SealState::Charging
+            } else {
+                SealState::Sealed
+            };
+            let reason = match new {
+                SealState::Charging if lid_open && gate_open => "lid and gate open",
+                SealState::Charging if lid_open => "lid open",
+                SealState::Charging => "gate open",
+                _ => "lid and gate closed",
+            };
+            self.set_state(new, t, reason.to_owned(), ruleset, out);
+        }
+        // A cycle is complete once lid and gate have both opened and everything is closed again;
+        // one that stays closed longer than `max_open_s` without completing ends there too.
+        if any_open {
+            self.closed_since = None;
+        } else {
+            let closed_at = *self.closed_since.get_or_insert(t);
+            let complete = self
+                .cycle
+                .as_ref()
+                .is_some_and(|c| c.lid_opened.is_some() && c.gate_opened.is_some());
+            if complete || t - closed_at > self.rules.max_open_ms {
+                if let Some(c) = self.cycle.take() {
+                    self.emit_cycle(c, closed_at, ruleset, out);
+                }
+            }
+        }
+    }
+
+    fn track_cycle_inputs(&mut self, t: i64, lid_open: bool, gate_open: bool, level: f64) {
+        let (was_lid, was_gate) = self.prev_open.unwrap_or((false, false));
+        if (lid_open || gate_open) && self.cycle.is_none() {
+            self.cycle = Some(Cycle {
+                started: self.open_since.unwrap_or(t),
+                lid_opened: None,
+                lid_closed: None,
+                gate_opened: None,
+                gate_closed: None,
+                level_at_gate_open: None,
+                held: true,
+                // Opened while we could not see: its beginning is not observed.
+                interrupted: self.state == SealState::Unknown || self.prev_open.is_none(),
+            });
+        }
+        if let Some(c) = &mut self.cycle {
+            if lid_open && c.lid_opened.is_none() {
+                c.lid_opened = Some(t);
+            }
+            if was_lid && !lid_open {
+                c.lid_closed = Some(t);
+            }
+            if gate_open && c.gate_opened.is_none() {
+                c.gate_opened = Some(t);
+                c.level_at_gate_open = Some(level);
+            }
+            if was_gate && !gate_open {
+                c.gate_closed = Some(t);
+            }
+        }
+        self.prev_open = Some((lid_open, gate_open));
+    }
+
+    fn emit_cycle(&mut self, c: Cycle, t: i64, ruleset: &str, out: &mut Vec<Output>) {
+        let acc = self.hour(t);
+        acc.cycles += 1;
+        if c.interrupted {
+            acc.interrupted += 1;
+        } else if c.held {
+            acc.held += 1;
+        }
+        out.push(Output::ChargingCycle {
+            bin: self.rules.key.clone(),
+            started_ms: c.started,
+            ended_ms: t,
+            lid_opened_ms: c.lid_opened,
+            lid_closed_ms: c.lid_closed,
+            gate_opened_ms: c.gate_opened,
+            gate_closed_ms: c.gate_closed,
+            level_at_gate_open_mm: c.level_at_gate_open,
+            seal_held: c.held && !c.interrupted,
+            interrupted: c.interrupted,
+            reconciled: false,
+            ruleset: ruleset.to_owned(),
+        });
+    }
+
+    fn go_unknown(&mut self, at: i64, reason: String, ruleset: &str, out: &mut Vec<Output>) {
+        self.candidate = None;
+        self.level_latched = false;
+        self.open_since = None;
+        self.prev_open = None;
+        self.end_breach(at, true, ruleset, out);
+        self.closed_since = None;
+        if let Some(c) = &mut self.cycle {
+            c.interrupted = true;
+        }
+        self.set_state(SealState::Unknown, at, reason, ruleset, out);
+    }
+
+    fn end_breach(&mut self, at: i64, by_unknown: bool, ruleset: &str, out: &mut Vec<Output>) {
+        if let Some((signature, started)) = self.breach.take() {
+            let at = at.max(started);
+            out.push(Output::BreachEnded {
+                bin: self.rules.key.clone(),
+                at_ms: at,
+                started_ms: started,
+                duration_ms: at - started,
+                signature,
+                ended_by_unknown: by_unknown,
+                ruleset: ruleset.to_owned(),
+            });
+        }
+    }
+
+    fn hour(&mut self, t: i64) -> &mut HourAcc {
+        let h = hour_start(self.tz, t.max(self.closed_until));
+        self.hours.entry(h).or_default()
+    }
+
+    /// Adds the time in the current state up to `to` to the hours it spans.
+    fn accumulate(&mut self, to: i64) {
+        let Some(mut from) = self.since else { return };
+        let index = self.state.index();
+        while from < to {
+            let h = hour_start(self.tz, from);
+            let end = next_hour(self.tz, h).min(to);
+            self.hours.entry(h).or_default().state_ms[index] += end - from;
+            from = end;
+        }
+        self.since = Some(from.max(self.since.unwrap_or(from)));
+    }
+
+    fn set_state(
+        &mut self,
+        new: SealState,
+        at: i64,
+        reason: String,
+        ruleset: &str,
+        out: &mut Vec<Output>,
+    ) {
+        if new == self.state {
+            return;
+        }
+        let at = at.max(self.since.unwrap_or(at)).max(self.closed_until);
+        self.accumulate(at);
+        out.push(Output::SealState {
+            bin: self.rules.key.clone(),
+            at_ms: at,
+            from: self.state,
+            to: new,
+            reason,
+            ruleset: ruleset.to_owned(),
+        });
+        self.state = new;
+        self.since = Some(at);
+    }
+
+    /// Closes the hour `[hour, end)`: brings the timeline to `end` and emits its summary.
+    pub(super) fn close_hour(&mut self, hour: i64, end: i64, ruleset: &str, out: &mut Vec<Output>) {
+        self.start(hour);
+        if let Some(prev) = self.last_judged {
+            let stale_at = prev + self.settings.stale_after_ms;
+            if stale_at < end && self.state != SealState::Unknown {
+                self.go_unknown(stale_at, "no data".to_owned(), ruleset, out);
+            }
+        }
+        self.accumulate(end);
+        self.closed_until = end;
+        let acc = self.hours.remove(&hour).unwrap_or_default();
+        // Anything older (there should be none) is dropped with this hour.
+        self.hours.retain(|&h, _| h >= end);
+        let [sealed, charging, breach, unknown] = acc.state_ms;
+        let known = sealed + charging + breach;
+        let length = end - hour;
+        let judged = acc.cycles - acc.interrupted;
+        out.push(Output::BinHour {
+            bin: self.rules.key.clone(),
+            hour_ms: hour,
+            sealed_ms: sealed,
+            charging_ms: charging,
+            breach_ms: breach,
+            unknown_ms: unknown,
+            cycles: acc.cycles,
+            cycles_held: acc.held,
+            cycles_interrupted: acc.interrupted,
+            breaches: acc.breaches,
+            cycle_compliance: (judged > 0).then(|| f64::from(acc.held) / f64::from(judged)),
+            time_compliance: (known > 0).then(|| (sealed + charging) as f64 / known as f64),
+            completeness: if length > 0 {
+                known as f64 / length as f64
+            } else {
+                0.0
+            },
+            valid: known * 4 >= length * 3,
+            flags: acc.flags,
+            ruleset: ruleset.to_owned(),
+        });
+    }
+}
