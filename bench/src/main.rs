@@ -12,7 +12,10 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "sealwatch-bench", about = "sealwatch benchmarks against same-run baselines")]
+#[command(
+    name = "sealwatch-bench",
+    about = "sealwatch benchmarks against same-run baselines"
+)]
 struct Cli {
     /// Write the table here (and print it).
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -25,12 +28,26 @@ struct Cli {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
         .unwrap_or(0);
     format!("{cpu}, {cores} cores, {mem} GiB RAM, Linux; release build")
 }
@@ -53,20 +70,40 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let window = if cli.quick { Duration::from_secs(3) } else { Duration::from_secs(10) };
+    let window = if cli.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
     let seconds = if cli.quick { 600 } else { 3600 };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
 
-    eprintln!("bench: Modbus TCP throughput ({} s windows)…", window.as_secs());
+    eprintln!(
+        "bench: Modbus TCP throughput ({} s windows)…",
+        window.as_secs()
+    );
     let tcp = runtime.block_on(tcp::measure(window))?;
     eprintln!("bench: store ingest and size ({seconds} s of 1,000 points at 1 Hz)…");
     let store = store::measure(seconds)?;
 
     let mut md = String::new();
     writeln!(md, "# sealwatch benchmarks\n")?;
-    writeln!(md, "Written by `cargo run --release -p sealwatch-bench` on {}.", machine())?;
-    writeln!(md, "Every figure is compared with a baseline measured in the same run.\n")?;
-    writeln!(md, "| figure | sealwatch | baseline (same run) | ratio | goal | verdict |")?;
+    writeln!(
+        md,
+        "Written by `cargo run --release -p sealwatch-bench` on {}.",
+        machine()
+    )?;
+    writeln!(
+        md,
+        "Every figure is compared with a baseline measured in the same run.\n"
+    )?;
+    writeln!(
+        md,
+        "| figure | sealwatch | baseline (same run) | ratio | goal | verdict |"
+    )?;
     writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
     writeln!(
         md,

@@ -21,12 +21,21 @@ pub(crate) fn seal_node_site(
         "profiles_dir = \"{}\"\n[site]\nid = \"bench\"\nname = \"Bench\"\npermit_number = \"B\"\npermit_class = \"key\"\n[store]\npath = \"bench.db\"\n[status]\nlisten = \"\"\n",
         profiles.display()
     );
-    let addr = |i: usize| addresses.get(i).cloned().unwrap_or_else(|| "127.0.0.1:1".to_owned());
+    let addr = |i: usize| {
+        addresses
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1:1".to_owned())
+    };
     for b in 0..buses {
         writeln!(text, "[[buses]]\nname = \"bus{b}\"\ntype = \"tcp\"\naddress = \"{}\"\ntimeout_ms = 2000\nmax_gap = 8", addr(b))?;
     }
     if analyzers > 0 {
-        writeln!(text, "[[buses]]\nname = \"analyzers\"\ntype = \"tcp\"\naddress = \"{}\"\ntimeout_ms = 2000", addr(buses))?;
+        writeln!(
+            text,
+            "[[buses]]\nname = \"analyzers\"\ntype = \"tcp\"\naddress = \"{}\"\ntimeout_ms = 2000",
+            addr(buses)
+        )?;
     }
     let mut bins = Vec::new();
     for b in 0..buses {
@@ -46,7 +55,10 @@ pub(crate) fn seal_node_site(
             writeln!(text, "[[furnaces.bins]]\nname = \"B{i}\"\ndevice = \"{node}\"\nseal_level_min_mm = 800\nmax_open_s = 120")?;
         }
         if f < analyzers {
-            writeln!(text, "[[furnaces.analyzers]]\nname = \"NMHC\"\ndevice = \"a{f}\"")?;
+            writeln!(
+                text,
+                "[[furnaces.analyzers]]\nname = \"NMHC\"\ndevice = \"a{f}\""
+            )?;
         }
     }
     let path = dir.join("bench.toml");

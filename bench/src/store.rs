@@ -55,19 +55,30 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
     let config = seal_node_site(dir.path(), 1, nodes, 4, 1000, &[])?;
     let table = PointTable::new(&config);
     let t0 = sealwatch_agent::clock::now_ms() - seconds * 1000;
-    let limits = Limits { raw_retention: Duration::from_secs(90 * 86_400), disk_budget_bytes: 1 << 40 };
+    let limits = Limits {
+        raw_retention: Duration::from_secs(90 * 86_400),
+        disk_budget_bytes: 1 << 40,
+    };
 
     // Ours: commits of 20 s of data (20,000 readings), compacted every minute of data, as the
     // writer does under load.
     let ours_path = dir.path().join("ours.db");
     let mut store = Store::open(&ours_path)?;
-    let keys: Vec<(String, Option<String>)> = table.points.iter().map(|p| (p.key.clone(), p.unit.clone())).collect();
+    let keys: Vec<(String, Option<String>)> = table
+        .points
+        .iter()
+        .map(|p| (p.key.clone(), p.unit.clone()))
+        .collect();
     let ids = store.register_points(&keys)?;
     let mut plant = Plant::from_config(&config);
     let mut batches: Vec<Vec<(i64, Reading)>> = Vec::new();
     let mut current = Vec::new();
     for s in 0..seconds {
-        current.extend(second(&mut plant, &table, t0, s).into_iter().map(|r| (ids[r.point.0 as usize], r)));
+        current.extend(
+            second(&mut plant, &table, t0, s)
+                .into_iter()
+                .map(|r| (ids[r.point.0 as usize], r)),
+        );
         if (s + 1) % 20 == 0 {
             batches.push(std::mem::take(&mut current));
         }
@@ -118,9 +129,18 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
     conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")?;
     drop(conn);
     let naive_bytes = used_bytes(&naive_path)? as f64 / total as f64;
-    Ok(StoreFigures { readings: total, points: table.points.len(), ours_rate, naive_rate, ours_bytes, naive_bytes })
+    Ok(StoreFigures {
+        readings: total,
+        points: table.points.len(),
+        ours_rate,
+        naive_rate,
+        ours_bytes,
+        naive_bytes,
+    })
 }
 
 fn sealwatch_firmware_points() -> usize {
-    sealwatch_agent::config::profile::Profile::seal_node().points.len()
+    sealwatch_agent::config::profile::Profile::seal_node()
+        .points
+        .len()
 }

@@ -33,8 +33,18 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     // The agent's fastest poll interval (100 ms) × 480 seal nodes asks for more than one
     // connection can carry, so the agent runs saturated.
     let placeholder = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &[])?;
-    let sim = serve::start(&placeholder, Scenario::default(), SimOptions { speed: 1.0, fixed_ports: false }).await?;
-    let addresses: Vec<String> = (0..BUSES).map(|b| sim.addresses[&format!("bus{b}")].to_string()).collect();
+    let sim = serve::start(
+        &placeholder,
+        Scenario::default(),
+        SimOptions {
+            speed: 1.0,
+            fixed_ports: false,
+        },
+    )
+    .await?;
+    let addresses: Vec<String> = (0..BUSES)
+        .map(|b| sim.addresses[&format!("bus{b}")].to_string())
+        .collect();
     let mut config = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &addresses)?;
     config.store.path = dir.path().join("bench.db");
 
@@ -51,7 +61,12 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     stop.cancel();
     agent.finished().await;
     sim.stop();
-    Ok(TcpFigures { bare, agent: rate, connections: BUSES, devices: BUSES * NODES })
+    Ok(TcpFigures {
+        bare,
+        agent: rate,
+        connections: BUSES,
+        devices: BUSES * NODES,
+    })
 }
 
 /// One tokio-modbus connection per bus, each cycling through its units reading exactly the
@@ -75,10 +90,22 @@ async fn bare_loop(addresses: &[String], window: Duration) -> anyhow::Result<f64
                 ctx.set_slave(Slave(unit));
                 for read in &plan {
                     let ok = match read.table {
-                        Table::DiscreteInput => ctx.read_discrete_inputs(read.start, read.count).await.map(|r| r.is_ok()),
-                        Table::Input => ctx.read_input_registers(read.start, read.count).await.map(|r| r.is_ok()),
-                        Table::Holding => ctx.read_holding_registers(read.start, read.count).await.map(|r| r.is_ok()),
-                        Table::Coil => ctx.read_coils(read.start, read.count).await.map(|r| r.is_ok()),
+                        Table::DiscreteInput => ctx
+                            .read_discrete_inputs(read.start, read.count)
+                            .await
+                            .map(|r| r.is_ok()),
+                        Table::Input => ctx
+                            .read_input_registers(read.start, read.count)
+                            .await
+                            .map(|r| r.is_ok()),
+                        Table::Holding => ctx
+                            .read_holding_registers(read.start, read.count)
+                            .await
+                            .map(|r| r.is_ok()),
+                        Table::Coil => ctx
+                            .read_coils(read.start, read.count)
+                            .await
+                            .map(|r| r.is_ok()),
                     };
                     if matches!(ok, Ok(true)) {
                         readings.fetch_add(read.points.len() as u64, Ordering::Relaxed);

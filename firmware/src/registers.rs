@@ -117,6 +117,57 @@ pub const FAULT_LEVEL_HIGH_CURRENT: u16 = 1 << 2;
 /// Fault bit: settings storage blank or corrupt, defaults in use.
 pub const FAULT_SETTINGS_DEFAULTED: u16 = 1 << 3;
 
+// ---- Appended after the first release of the map (addresses above are frozen). ----
+
+/// Coil: identify lamp on the node (a technician finds the node on the bin); no effect on sealing.
+pub const COIL_IDENTIFY: u16 = 0;
+/// Coil: service mode (technician on site): readings are flagged maintenance (M) by the agent.
+pub const COIL_SERVICE_MODE: u16 = 1;
+/// Number of coils.
+pub const COIL_COUNT: u16 = 2;
+
+/// Seal events the node keeps in its latch (newest first), so the agent can reconcile what
+/// happened between two polls.
+pub const EVENT_LATCH_LEN: u16 = 8;
+/// Input registers per latched event: sequence, kind, time (2 registers).
+pub const EVENT_LATCH_STRIDE: u16 = 4;
+/// First input register of the event latch. Slot `i` (0 = newest) starts at
+/// `IR_EVENT_LATCH + i * EVENT_LATCH_STRIDE` and holds: sequence number (0 = empty slot), event
+/// kind (new [`SealState`] in the low byte, [`EventCause`] in the high byte), and node uptime in ms
+/// when it happened (U32, high word first, wraps after 49.7 days).
+pub const IR_EVENT_LATCH: u16 = INPUT_REGISTER_COUNT;
+/// Input registers (2, high word first): milliseconds since power-up (wraps after 49.7 days); the
+/// time base of the event latch.
+pub const IR_UPTIME_MS: u16 = IR_EVENT_LATCH + EVENT_LATCH_LEN * EVENT_LATCH_STRIDE;
+/// Total number of input registers, event latch included.
+pub const INPUT_REGISTER_TOTAL: u16 = IR_UPTIME_MS + 2;
+
+/// Why the seal state changed, as latched in the high byte of an event's kind register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EventCause {
+    /// An ordinary transition (sealed, charging).
+    None = 0,
+    /// Breach: material level below the seal minimum while the charging gate is open.
+    LevelBelowSeal = 1,
+    /// Breach: lid not closed while the charging gate is open (interlock violation).
+    LidAndGateOpen = 2,
+    /// Unknown: a sensor fault or settings not commissioned.
+    SensorFault = 3,
+}
+
+impl EventCause {
+    /// Decodes the high byte of an event kind register; anything unknown is `None`.
+    pub const fn from_byte(value: u8) -> Self {
+        match value {
+            1 => EventCause::LevelBelowSeal,
+            2 => EventCause::LidAndGateOpen,
+            3 => EventCause::SensorFault,
+            _ => EventCause::None,
+        }
+    }
+}
+
 /// Local seal state as exposed in [`IR_SEAL_STATE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
@@ -143,20 +194,346 @@ impl SealState {
     }
 }
 
-/// Every named point of the seal node, in address order per table.
+/// The named points of the first release of the map, in address order per table: what the agent's
+/// built-in profile polls. Later points are in [`SEAL_NODE_POINTS_APPENDED`].
 pub const SEAL_NODE_POINTS: &[PointSpec] = &[
-    PointSpec { name: "lid_closed", table: Table::DiscreteInput, address: DI_LID_CLOSED, kind: Kind::Bool },
-    PointSpec { name: "lid_open", table: Table::DiscreteInput, address: DI_LID_OPEN, kind: Kind::Bool },
-    PointSpec { name: "gate_open", table: Table::DiscreteInput, address: DI_GATE_OPEN, kind: Kind::Bool },
-    PointSpec { name: "lid_fault", table: Table::DiscreteInput, address: DI_LID_FAULT, kind: Kind::Bool },
-    PointSpec { name: "level_fault", table: Table::DiscreteInput, address: DI_LEVEL_FAULT, kind: Kind::Bool },
-    PointSpec { name: "level_mm", table: Table::Input, address: IR_LEVEL_MM, kind: Kind::U16 },
-    PointSpec { name: "level_raw_ua", table: Table::Input, address: IR_LEVEL_RAW_UA, kind: Kind::U16 },
-    PointSpec { name: "seal_state", table: Table::Input, address: IR_SEAL_STATE, kind: Kind::U16 },
-    PointSpec { name: "fault_bits", table: Table::Input, address: IR_FAULT_BITS, kind: Kind::U16 },
-    PointSpec { name: "lid_cycles", table: Table::Input, address: IR_LID_CYCLES, kind: Kind::U32 },
-    PointSpec { name: "breach_count", table: Table::Input, address: IR_BREACH_COUNT, kind: Kind::U32 },
-    PointSpec { name: "uptime_s", table: Table::Input, address: IR_UPTIME_S, kind: Kind::U32 },
-    PointSpec { name: "firmware_version", table: Table::Input, address: IR_FIRMWARE_VERSION, kind: Kind::U16 },
-    PointSpec { name: "event_seq", table: Table::Input, address: IR_EVENT_SEQ, kind: Kind::U16 },
+    PointSpec {
+        name: "lid_closed",
+        table: Table::DiscreteInput,
+        address: DI_LID_CLOSED,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "lid_open",
+        table: Table::DiscreteInput,
+        address: DI_LID_OPEN,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "gate_open",
+        table: Table::DiscreteInput,
+        address: DI_GATE_OPEN,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "lid_fault",
+        table: Table::DiscreteInput,
+        address: DI_LID_FAULT,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "level_fault",
+        table: Table::DiscreteInput,
+        address: DI_LEVEL_FAULT,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "level_mm",
+        table: Table::Input,
+        address: IR_LEVEL_MM,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "level_raw_ua",
+        table: Table::Input,
+        address: IR_LEVEL_RAW_UA,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "seal_state",
+        table: Table::Input,
+        address: IR_SEAL_STATE,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "fault_bits",
+        table: Table::Input,
+        address: IR_FAULT_BITS,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "lid_cycles",
+        table: Table::Input,
+        address: IR_LID_CYCLES,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "breach_count",
+        table: Table::Input,
+        address: IR_BREACH_COUNT,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "uptime_s",
+        table: Table::Input,
+        address: IR_UPTIME_S,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "firmware_version",
+        table: Table::Input,
+        address: IR_FIRMWARE_VERSION,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_seq",
+        table: Table::Input,
+        address: IR_EVENT_SEQ,
+        kind: Kind::U16,
+    },
 ];
+
+/// Points appended after the first release: coils, the event latch, uptime in ms and the
+/// technician settings. Kept apart from [`SEAL_NODE_POINTS`] so that the agent's shipped profile
+/// (which must equal `SEAL_NODE_POINTS`) opts in to polling them deliberately; together the two
+/// lists are every named point of the node.
+pub const SEAL_NODE_POINTS_APPENDED: &[PointSpec] = &[
+    PointSpec {
+        name: "identify",
+        table: Table::Coil,
+        address: COIL_IDENTIFY,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "service_mode",
+        table: Table::Coil,
+        address: COIL_SERVICE_MODE,
+        kind: Kind::Bool,
+    },
+    PointSpec {
+        name: "event_0_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_0_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 1,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_0_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 2,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_1_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 4,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_1_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 5,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_1_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 6,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_2_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 8,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_2_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 9,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_2_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 10,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_3_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 12,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_3_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 13,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_3_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 14,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_4_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 16,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_4_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 17,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_4_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 18,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_5_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 20,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_5_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 21,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_5_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 22,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_6_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 24,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_6_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 25,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_6_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 26,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "event_7_seq",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 28,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_7_kind",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 29,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "event_7_at_ms",
+        table: Table::Input,
+        address: IR_EVENT_LATCH + 30,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "uptime_ms",
+        table: Table::Input,
+        address: IR_UPTIME_MS,
+        kind: Kind::U32,
+    },
+    PointSpec {
+        name: "unit_id",
+        table: Table::Holding,
+        address: HR_UNIT_ID,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "baud_hundreds",
+        table: Table::Holding,
+        address: HR_BAUD_HUNDREDS,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "parity",
+        table: Table::Holding,
+        address: HR_PARITY,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "debounce_ms",
+        table: Table::Holding,
+        address: HR_DEBOUNCE_MS,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "level_span_mm",
+        table: Table::Holding,
+        address: HR_LEVEL_SPAN_MM,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "seal_level_min_mm",
+        table: Table::Holding,
+        address: HR_SEAL_LEVEL_MIN_MM,
+        kind: Kind::U16,
+    },
+    PointSpec {
+        name: "travel_time_ms",
+        table: Table::Holding,
+        address: HR_TRAVEL_TIME_MS,
+        kind: Kind::U16,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_do_not_overlap_and_fit_their_tables() {
+        let all: Vec<&PointSpec> = SEAL_NODE_POINTS
+            .iter()
+            .chain(SEAL_NODE_POINTS_APPENDED)
+            .collect();
+        for (i, a) in all.iter().enumerate() {
+            let limit = match a.table {
+                Table::Coil => COIL_COUNT,
+                Table::DiscreteInput => DISCRETE_INPUT_COUNT,
+                Table::Holding => HOLDING_REGISTER_COUNT,
+                Table::Input => INPUT_REGISTER_TOTAL,
+            };
+            assert!(
+                a.address + a.kind.width() <= limit,
+                "{} past the end of its table",
+                a.name
+            );
+            for b in &all[i + 1..] {
+                assert_ne!(a.name, b.name);
+                if a.table == b.table {
+                    let disjoint = a.address + a.kind.width() <= b.address
+                        || b.address + b.kind.width() <= a.address;
+                    assert!(disjoint, "{} overlaps {}", a.name, b.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_release_addresses_are_frozen() {
+        assert_eq!(SEAL_NODE_POINTS.len(), 14);
+        assert_eq!((IR_EVENT_SEQ, INPUT_REGISTER_COUNT, HR_COMMIT), (11, 12, 7));
+        assert_eq!(
+            (IR_EVENT_LATCH, IR_UPTIME_MS, INPUT_REGISTER_TOTAL),
+            (12, 44, 46)
+        );
+    }
+}
