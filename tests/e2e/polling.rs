@@ -50,13 +50,14 @@ impl Running {
     }
 }
 
-const SEAL_NODE_POINTS: usize = sealwatch_firmware::registers::SEAL_NODE_POINTS.len();
-
 #[test]
 fn readings_for_every_point_land_in_sqlite() {
     let mut run = Running::start();
     let db = run.db();
-    let expected = 2 * SEAL_NODE_POINTS + 4;
+    let expected = 2 * sealwatch_agent::config::profile::Profile::seal_node()
+        .points
+        .len()
+        + 4;
     let points = wait_until(
         Duration::from_secs(20),
         "the agent to register its points",

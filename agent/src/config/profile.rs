@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use sealwatch_firmware::registers::{self as fw, SEAL_NODE_POINTS};
+use sealwatch_firmware::registers::{self as fw, SEAL_NODE_POINTS, SEAL_NODE_POINTS_APPENDED};
 
 use super::raw::{RawPoint, RawProfile};
 use super::source::KeyPath;
@@ -203,10 +203,18 @@ impl Profile {
         self.points.iter().find(|p| p.name == name)
     }
 
-    /// The built-in seal-node profile, from the firmware's register map.
+    /// The built-in seal-node profile, from the firmware's register map: every point of the first
+    /// release, plus the event latch and the uptime in ms (input registers; the rules reconcile
+    /// charging cycles missed during a communication gap from them). Coils and the technician
+    /// settings are not polled: they belong to commissioning, not to monitoring.
     pub fn seal_node() -> Profile {
         let points = SEAL_NODE_POINTS
             .iter()
+            .chain(
+                SEAL_NODE_POINTS_APPENDED
+                    .iter()
+                    .filter(|p| p.table == fw::Table::Input),
+            )
             .map(|spec| PointDef {
                 name: spec.name.to_owned(),
                 table: match spec.table {
@@ -244,6 +252,7 @@ fn seal_node_unit(point: &str) -> Option<&'static str> {
         "level_mm" => Some("mm"),
         "level_raw_ua" => Some("uA"),
         "uptime_s" => Some("s"),
+        "uptime_ms" => Some("ms"),
         _ => None,
     }
 }

@@ -87,6 +87,44 @@ pub enum Signal {
     LevelMm = 3,
 }
 
+/// Fields of a seal node's event latch (firmware register map), by slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatchField {
+    /// Sequence number of the newest latched event.
+    NewestSeq,
+    /// Node uptime, ms (the latch's time base).
+    UptimeMs,
+    /// Sequence number in slot `n` (0 = empty).
+    Seq(usize),
+    /// Kind in slot `n`: new seal state in the low byte, cause in the high byte.
+    Kind(usize),
+    /// Node uptime at the event in slot `n`, ms.
+    AtMs(usize),
+}
+
+impl LatchField {
+    /// The field a seal-node point name carries, if any.
+    pub fn of_point(name: &str) -> Option<LatchField> {
+        match name {
+            "event_seq" => return Some(LatchField::NewestSeq),
+            "uptime_ms" => return Some(LatchField::UptimeMs),
+            _ => {}
+        }
+        let rest = name.strip_prefix("event_")?;
+        let (slot, field) = rest.split_once('_')?;
+        let slot: usize = slot.parse().ok()?;
+        if slot >= seal::LATCH_SLOTS {
+            return None;
+        }
+        match field {
+            "seq" => Some(LatchField::Seq(slot)),
+            "kind" => Some(LatchField::Kind(slot)),
+            "at_ms" => Some(LatchField::AtMs(slot)),
+            _ => None,
+        }
+    }
+}
+
 /// What a point means to the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -96,6 +134,13 @@ pub enum Role {
         bin: usize,
         /// Which input.
         signal: Signal,
+    },
+    /// A field of the seal node's event latch of bin `bin`.
+    Latch {
+        /// Bin index.
+        bin: usize,
+        /// Which field.
+        field: LatchField,
     },
     /// The NMHC value of analyzer `analyzer`.
     Nmhc {
@@ -455,6 +500,14 @@ impl RulesConfig {
                         });
                     }
                 }
+                for (i, p) in profile.points.iter().enumerate() {
+                    if let Some(field) = LatchField::of_point(&p.name) {
+                        roles[points.id(b.device, i).0 as usize] = Some(Role::Latch {
+                            bin: bins.len(),
+                            field,
+                        });
+                    }
+                }
                 bins.push(BinRules {
                     key: format!("{}/{}", f.name, b.name),
                     seal_level_min_mm: f64::from(b.seal_level_min_mm),
@@ -582,6 +635,7 @@ impl Engine {
                         touched_bins.push(bin);
                     }
                 }
+                Some(Role::Latch { bin, field }) => self.bins[bin].apply_latch(field, r),
                 Some(Role::Nmhc { analyzer }) => {
                     self.analyzers[analyzer].sample(r, &self.ruleset, &mut out)
                 }

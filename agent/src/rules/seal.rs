@@ -3,7 +3,9 @@
 use chrono_tz::Tz;
 
 use super::time::{hour_start, next_hour};
-use super::{BinRules, FlagCounts, Hours, Output, RuleSettings, SealState, Signal, Signature};
+use super::{
+    BinRules, FlagCounts, Hours, LatchField, Output, RuleSettings, SealState, Signal, Signature,
+};
 use crate::poll::reading::{Flag, Reading};
 
 /// The latest reading of one input.
@@ -67,6 +69,41 @@ pub(super) struct BinTracker {
     closed_since: Option<i64>,
     hours: Hours<HourAcc>,
     closed_until: i64,
+    latch: Latch,
+    /// Newest latch sequence and node boot time (wall ms) at the last known judgement.
+    observed: Option<(u16, i64)>,
+    /// State before the bin last became unknown.
+    before_unknown: SealState,
+}
+
+/// Slots in the seal node's event latch.
+pub(super) const LATCH_SLOTS: usize = sealwatch_firmware::registers::EVENT_LATCH_LEN as usize;
+
+/// Latest values of the seal node's event latch.
+#[derive(Debug, Clone, Default)]
+struct Latch {
+    newest_seq: Option<u16>,
+    uptime_ms: Option<(i64, u32)>,
+    seq: [Option<u16>; LATCH_SLOTS],
+    kind: [Option<u16>; LATCH_SLOTS],
+    at_ms: [Option<u32>; LATCH_SLOTS],
+}
+
+impl Latch {
+    /// Wall time (ms) at which the node booted, from the latest uptime reading.
+    fn boot_ms(&self) -> Option<i64> {
+        self.uptime_ms.map(|(at, up)| at - i64::from(up))
+    }
+}
+
+/// Distance from sequence number `from` to `to` (1 … 65535, wrapping, 0 never used).
+fn seq_distance(from: u16, to: u16) -> u32 {
+    let (from, to) = (u32::from(from), u32::from(to));
+    if to >= from {
+        to - from
+    } else {
+        to + 65_535 - from
+    }
 }
 
 impl BinTracker {
@@ -89,6 +126,9 @@ impl BinTracker {
             closed_since: None,
             hours: Hours::new(),
             closed_until: i64::MIN,
+            latch: Latch::default(),
+            observed: None,
+            before_unknown: SealState::Unknown,
         }
     }
 
@@ -102,6 +142,135 @@ impl BinTracker {
 
     pub(super) fn state(&self) -> (SealState, Option<i64>) {
         (self.state, self.since)
+    }
+
+    pub(super) fn apply_latch(&mut self, field: LatchField, r: &Reading) {
+        let value = match (r.value(), r.flag) {
+            (Some(v), Flag::N) if v.is_finite() && v >= 0.0 => v,
+            _ => return,
+        };
+        let word = || u16::try_from(value as u64).ok();
+        match field {
+            LatchField::NewestSeq => self.latch.newest_seq = word(),
+            LatchField::UptimeMs => {
+                self.latch.uptime_ms = u32::try_from(value as u64).ok().map(|u| (r.at_ms, u))
+            }
+            LatchField::Seq(i) => self.latch.seq[i] = word(),
+            LatchField::Kind(i) => self.latch.kind[i] = word(),
+            LatchField::AtMs(i) => self.latch.at_ms[i] = u32::try_from(value as u64).ok(),
+        }
+    }
+
+    /// After unknown time, recovers the charging cycles that the seal node latched meanwhile and
+    /// emits them marked `reconciled`. Nothing is recovered when the node restarted in between
+    /// (its latch is volatile) or when it had no events.
+    fn reconcile(&mut self, ruleset: &str, out: &mut Vec<Output>) {
+        let (Some((seen, boot_before)), Some(newest), Some(boot_now)) =
+            (self.observed, self.latch.newest_seq, self.latch.boot_ms())
+        else {
+            return;
+        };
+        if (boot_now - boot_before).abs() > 5_000 {
+            return;
+        }
+        let missed = seq_distance(seen, newest);
+        if missed == 0 {
+            return;
+        }
+        let mut events: Vec<(u32, i64, u16)> = (0..LATCH_SLOTS)
+            .filter_map(|i| {
+                let (seq, kind, at) = (
+                    self.latch.seq[i]?,
+                    self.latch.kind[i]?,
+                    self.latch.at_ms[i]?,
+                );
+                let d = seq_distance(seen, seq);
+                (seq != 0 && (1..=missed).contains(&d)).then_some((
+                    d,
+                    boot_now + i64::from(at),
+                    kind & 0xFF,
+                ))
+            })
+            .collect();
+        events.sort_unstable();
+        // Events lost to latch overflow make the first recovered cycle's beginning unseen.
+        let mut lost_some = (events.len() as u32) < missed;
+        // If the bin was open when we lost sight of it, its first events close that cycle.
+        let mut skipping = matches!(self.before_unknown, SealState::Charging | SealState::Breach);
+        let mut open: Option<(i64, bool, bool, Option<i64>)> = None; // (start, held, interrupted, closed_at)
+        const SEALED: u16 = 1;
+        const CHARGING: u16 = 2;
+        const BREACH: u16 = 3;
+        for (_, at, state) in events {
+            if skipping {
+                if state == SEALED {
+                    skipping = false;
+                }
+                continue;
+            }
+            match state {
+                CHARGING | BREACH => {
+                    let cycle = match open.take() {
+                        // Closed only briefly: the same cycle (lid phase, then gate phase).
+                        Some((start, held, interrupted, Some(closed)))
+                            if at - closed <= self.rules.max_open_ms =>
+                        {
+                            (start, held, interrupted, None)
+                        }
+                        Some(done @ (_, _, _, Some(_))) => {
+                            self.emit_reconciled(done, ruleset, out);
+                            (at, true, std::mem::take(&mut lost_some), None)
+                        }
+                        Some(still_open) => still_open,
+                        None => (at, true, std::mem::take(&mut lost_some), None),
+                    };
+                    open = Some((cycle.0, cycle.1 && state != BREACH, cycle.2, None));
+                }
+                SEALED => {
+                    if let Some(c) = &mut open {
+                        c.3.get_or_insert(at);
+                    }
+                }
+                _ => {
+                    if let Some(c) = &mut open {
+                        c.2 = true;
+                    }
+                }
+            }
+        }
+        if let Some(done @ (_, _, _, Some(_))) = open {
+            self.emit_reconciled(done, ruleset, out);
+        }
+    }
+
+    fn emit_reconciled(
+        &mut self,
+        (started, held, interrupted, closed): (i64, bool, bool, Option<i64>),
+        ruleset: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let ended = closed.unwrap_or(started);
+        let acc = self.hour(ended);
+        acc.cycles += 1;
+        if interrupted {
+            acc.interrupted += 1;
+        } else if held {
+            acc.held += 1;
+        }
+        out.push(Output::ChargingCycle {
+            bin: self.rules.key.clone(),
+            started_ms: started,
+            ended_ms: ended,
+            lid_opened_ms: None,
+            lid_closed_ms: None,
+            gate_opened_ms: None,
+            gate_closed_ms: None,
+            level_at_gate_open_mm: None,
+            seal_held: held && !interrupted,
+            interrupted,
+            reconciled: true,
+            ruleset: ruleset.to_owned(),
+        });
     }
 
     pub(super) fn apply(&mut self, signal: Signal, r: &Reading) {
@@ -199,6 +368,12 @@ impl BinTracker {
                 level,
             } => (lid_open, gate_open, level),
         };
+        if self.state == SealState::Unknown {
+            self.reconcile(ruleset, out);
+        }
+        if let (Some(seq), Some(boot)) = (self.latch.newest_seq, self.latch.boot_ms()) {
+            self.observed = Some((seq, boot));
+        }
         let any_open = lid_open || gate_open;
         self.open_since = if any_open {
             Some(self.open_since.unwrap_or(t))
@@ -341,6 +516,9 @@ impl BinTracker {
     }
 
     fn go_unknown(&mut self, at: i64, reason: String, ruleset: &str, out: &mut Vec<Output>) {
+        if self.state != SealState::Unknown {
+            self.before_unknown = self.state;
+        }
         self.candidate = None;
         self.level_latched = false;
         self.open_since = None;

@@ -616,3 +616,118 @@ proptest! {
         prop_assert_eq!(whole, again);
     }
 }
+
+// ---- event latch reconciliation ------------------------------------------------------------
+
+/// Points 0–4 as in `config()`; then newest seq (5), uptime ms (6), and per slot i: seq (7+3i),
+/// kind (8+3i), at ms (9+3i).
+fn latch_config() -> RulesConfig {
+    let mut c = config();
+    c.roles.push(Some(Role::Latch {
+        bin: 0,
+        field: LatchField::NewestSeq,
+    }));
+    c.roles.push(Some(Role::Latch {
+        bin: 0,
+        field: LatchField::UptimeMs,
+    }));
+    for i in 0..8 {
+        c.roles.push(Some(Role::Latch {
+            bin: 0,
+            field: LatchField::Seq(i),
+        }));
+        c.roles.push(Some(Role::Latch {
+            bin: 0,
+            field: LatchField::Kind(i),
+        }));
+        c.roles.push(Some(Role::Latch {
+            bin: 0,
+            field: LatchField::AtMs(i),
+        }));
+    }
+    c
+}
+
+/// A poll with the latch holding `events` (seq, seal state, wall time); the node booted at `boot`.
+fn node_with_latch(at: i64, sealed: bool, boot: i64, events: &[(u16, u16, i64)]) -> Vec<Reading> {
+    let mut group = node(at, sealed, !sealed, false, 1500.0);
+    group.push(value(
+        at,
+        5,
+        f64::from(events.iter().map(|e| e.0).max().unwrap_or(0)),
+    ));
+    group.push(value(at, 6, (at - boot) as f64));
+    for i in 0..8 {
+        let (seq, kind, when) = events.get(i).copied().unwrap_or((0, 0, boot));
+        group.push(value(at, 7 + 3 * i as u32, f64::from(seq)));
+        group.push(value(at, 8 + 3 * i as u32, f64::from(kind)));
+        group.push(value(at, 9 + 3 * i as u32, (when - boot) as f64));
+    }
+    group
+}
+
+fn latch_run(boot_after_gap: i64) -> Vec<Output> {
+    const SEALED: u16 = 1;
+    const CHARGING: u16 = 2;
+    const BREACH: u16 = 3 | (1 << 8); // breach, cause level below seal
+    let boot = T0 - 100 * S;
+    let before = [(4, CHARGING, T0 - 50 * S), (5, SEALED, T0 - 20 * S)];
+    // While the agent could not see: lid phase 15–27 s, gate phase 30–45 s with a breach at 38 s.
+    let during = [
+        (6, CHARGING, T0 + 15 * S),
+        (7, SEALED, T0 + 27 * S),
+        (8, CHARGING, T0 + 30 * S),
+        (9, BREACH, T0 + 38 * S),
+        (10, SEALED, T0 + 45 * S),
+    ];
+    let mut engine = Engine::new(&latch_config());
+    let mut out = Vec::new();
+    for s in 0..80 {
+        let t = T0 + s * S;
+        let group = match s {
+            0..=9 => node_with_latch(t, true, boot, &before),
+            10..=59 => (0..4)
+                .map(|p| Reading::new(t, PointId(p), Outcome::Fault(Fault::Timeout), (None, None)))
+                .collect(),
+            _ => {
+                let all: Vec<(u16, u16, i64)> =
+                    before.iter().chain(during.iter()).copied().collect();
+                node_with_latch(t, true, boot_after_gap, &all)
+            }
+        };
+        out.extend(engine.ingest_poll(&group));
+    }
+    out
+}
+
+#[test]
+fn cycles_missed_during_a_comms_loss_are_reconciled_from_the_event_latch() {
+    let out = latch_run(T0 - 100 * S);
+    let c = cycles(&out);
+    assert_eq!(c.len(), 1, "{out:#?}");
+    let Output::ChargingCycle {
+        started_ms,
+        ended_ms,
+        seal_held,
+        interrupted,
+        reconciled,
+        ..
+    } = c[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (started_ms - T0, ended_ms - T0),
+        (15 * S, 45 * S),
+        "lid and gate phases 3 s apart are one cycle"
+    );
+    assert!(*reconciled && !interrupted);
+    assert!(!seal_held, "the latched breach at 38 s");
+}
+
+#[test]
+fn a_node_that_restarted_during_the_gap_reconciles_nothing() {
+    // Its boot time moved: the volatile latch was lost with the restart.
+    let out = latch_run(T0 + 50 * S);
+    assert!(cycles(&out).is_empty(), "{out:#?}");
+}
