@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine with the Rust toolchain:
-# socat (virtual serial lines), mbpoll (the command-line poller technicians use), QEMU for the
+# socat (virtual serial lines), mbpoll (the command-line poller technicians use), chromium and
+# chromium-driver (the status page tested in a real headless browser), QEMU for the
 # seal-node image, the Cortex-M target, and a Python venv with pymodbus (an independent Modbus
 # implementation). Idempotent: a second run only checks. Needs root (or sudo) for apt-get.
 set -euo pipefail
@@ -11,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-APT_PACKAGES=(socat mbpoll)
+APT_PACKAGES=(socat mbpoll chromium chromium-driver)
 # A python3 able to make venvs (the machine image has one; a bare Debian needs python3-venv).
 python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-venv)
 missing=()

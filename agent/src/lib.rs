@@ -5,7 +5,10 @@
 //! [`state`] read by the [`status`] page.
 
 pub mod clock;
+pub mod commission;
 pub mod config;
+pub mod evidence;
+pub mod notify;
 pub mod poll;
 pub mod replay;
 pub mod rules;
@@ -13,3 +16,5 @@ pub mod run;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod telemetry;
+pub mod uplink;

@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
     about = "Furnace-top seal and VOC monitoring for semi-coke plants"
 )]
 struct Cli {
+    /// Log format: human (default), json, or journald; also SEALWATCH_LOG_FORMAT.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +31,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Make the agent's Ed25519 signing key (mode 0600) and its public key (`<out>.pub`).
+    Keygen {
+        /// Where to write the key (refuses to overwrite one).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Tamper-evident evidence: verify a chain, export an audit bundle.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+    /// Show the seal status grid of the running agent (or, if none answers, of its database).
+    Status(StatusArgs),
+    /// Commissioning tools for a bus: scan, read, write, watch, verify.
+    Commission(sealwatch_agent::commission::CommissionArgs),
     /// Check a configuration file and the profiles it uses; report every problem.
     CheckConfig {
         /// Site configuration file.
@@ -47,14 +63,73 @@ enum Command {
     },
 }
 
+/// `sealwatch evidence …`
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Check an evidence chain offline: in a database (`--db`, with `--public-key` or `--config`)
+    /// or in an exported bundle (`--bundle`). Names the first broken record and why; exits 1 if
+    /// the chain is broken.
+    Verify {
+        /// The agent's database.
+        #[arg(long, conflicts_with = "bundle")]
+        db: Option<PathBuf>,
+        /// An exported audit bundle folder.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The site's public key file (`<key>.pub`); with --db.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Or the site config, whose key file's `.pub` is used (and whose database, without --db).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Write an audit bundle for a period: records, public key, manifest, CSV tables and a report.
+    Export {
+        /// Site configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Period start: `2026-11-29` (local midnight), RFC 3339, or ms since the epoch.
+        #[arg(long)]
+        from: String,
+        /// Period end: `2026-11-29` (end of that local day), RFC 3339, or ms since the epoch.
+        #[arg(long)]
+        to: String,
+        /// Folder to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if let Err(e) = init_logging(cli.log_format.as_deref()) {
+        eprintln!("sealwatch: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match cli.command {
+        Command::Status(args) => status(&args),
+        Command::Commission(args) => commission(args),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Keygen { out } => exit_with(keygen(&out)),
+        Command::Evidence(EvidenceCommand::Verify {
+            db,
+            bundle,
+            public_key,
+            config,
+        }) => match verify_evidence(db, bundle, public_key, config) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => exit_with(Err(e)),
+        },
+        Command::Evidence(EvidenceCommand::Export {
+            config,
+            from,
+            to,
+            out,
+        }) => exit_with(export_evidence(&config, &from, &to, &out)),
         Command::Replay {
             config,
             readings,
@@ -84,13 +159,132 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+fn init_logging(flag: Option<&str>) -> anyhow::Result<()> {
+    use sealwatch_agent::telemetry;
+    let format = telemetry::log_format(flag)?;
+    if let Some(note) = telemetry::init_logging(format) {
+        tracing::warn!("{note}");
+    }
+    Ok(())
+}
+
+/// `sealwatch status` options.
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Site configuration: where the agent's status page listens and where its database is.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Status page of the agent, e.g. http://127.0.0.1:8080 (default: from the config).
+    #[arg(long)]
+    url: Option<String>,
+    /// Print the JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Redraw every N seconds until Ctrl-C.
+    #[arg(long, value_name = "SECONDS")]
+    watch: Option<u64>,
+}
+
+/// `sealwatch status`: the grid from the running agent, else from its database.
+fn status(args: &StatusArgs) -> ExitCode {
+    use sealwatch_agent::status::{client, table};
+    use std::io::IsTerminal as _;
+    let cfg = match args.config.as_deref().map(config::load).transpose() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let url = args.url.clone().or_else(|| {
+        cfg.as_ref()
+            .and_then(|c| c.status_listen)
+            .map(|a| format!("http://{a}"))
+    });
+    if url.is_none() && cfg.is_none() {
+        eprintln!("sealwatch: give --config FILE (or --url http://HOST:PORT of the status page)");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let color = std::io::stdout().is_terminal();
+    loop {
+        let live = url.as_deref().map(client::fetch_state);
+        let view = match (live, &cfg) {
+            (Some(Ok(view)), _) => Ok(view),
+            (Some(Err(e)), Some(cfg)) => {
+                eprintln!("sealwatch: {e}; showing the database instead");
+                client::view_from_database(cfg)
+            }
+            (Some(Err(e)), None) => Err(e),
+            (None, Some(cfg)) => client::view_from_database(cfg),
+            (None, None) => unreachable!("checked above"),
+        };
+        match view {
+            Ok(view) if args.json => match serde_json::to_string_pretty(&view) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("sealwatch: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Ok(view) => {
+                if args.watch.is_some() && color {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print!("{}", table::render(&view, color));
+            }
+            Err(e) => {
+                eprintln!("sealwatch: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        match args.watch {
+            Some(s) => std::thread::sleep(std::time::Duration::from_secs(s.max(1))),
+            None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// `sealwatch commission …`
+fn commission(args: sealwatch_agent::commission::CommissionArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sealwatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sealwatch_agent::commission::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealwatch commission: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Tells systemd the agent is ready and feeds its watchdog (both no-ops outside systemd).
+fn service_started(
+    agent: &run::RunningAgent,
+    stop: &CancellationToken,
+    stall_after: std::time::Duration,
+) {
+    use sealwatch_agent::notify;
+    let status = match agent.status_addr {
+        Some(addr) => format!("polling; status page http://{addr}/"),
+        None => "polling".to_owned(),
+    };
+    notify::ready(&status);
+    if let Some(interval) = notify::watchdog_interval() {
+        notify::spawn_watchdog(
+            interval,
+            stall_after.max(interval),
+            agent.state.clone(),
+            stop.clone(),
+        );
+    }
 }
 
 fn check_config(path: &Path) -> ExitCode {
@@ -159,32 +353,209 @@ fn run_agent(path: &Path) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let stop = CancellationToken::new();
+        // Take over SIGTERM and SIGINT before anything else, so that a stop that arrives while
+        // the agent is still starting is a clean stop too.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
+        let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot handle SIGINT")?;
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal(term, int).await;
+            sealwatch_agent::notify::stopping();
+            tracing::info!("stopping: committing what was polled");
+            signal_stop.cancel();
+        });
+        let stall_after = sealwatch_agent::notify::stall_after(&cfg);
         let agent = run::start(cfg, stop.clone()).await?;
         if let Some(addr) = agent.status_addr {
             tracing::info!("status page: http://{addr}/");
         }
-        let signal_stop = stop.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping: committing what was polled");
-            signal_stop.cancel();
-        });
+        service_started(&agent, &stop, stall_after);
         agent.finished().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+async fn wait_for_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Maps a command's result to an exit code: 2 for configuration problems, 1 for the rest.
+fn exit_with(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealwatch: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn keygen(out: &Path) -> anyhow::Result<()> {
+    let key = sealwatch_agent::evidence::sign::generate(out)?;
+    let public = sealwatch_agent::evidence::sign::public_path(out);
+    println!(
+        "signing key: {} (mode 0600; keep it on this machine)",
+        out.display()
+    );
+    println!(
+        "public key:  {} — register it with the audit system:",
+        public.display()
+    );
+    println!(
+        "{}",
+        sealwatch_agent::evidence::sign::public_hex(&key.verifying_key())
+    );
+    Ok(())
+}
+
+/// Verifies a chain; Ok(false) when it is broken (the reason is printed).
+fn verify_evidence(
+    db: Option<PathBuf>,
+    bundle: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    use sealwatch_agent::evidence::{bundle as bundles, sign, verify, Head};
+    if let Some(dir) = bundle {
+        return match bundles::verify_bundle(&dir) {
+            Ok((m, n)) => {
+                println!(
+                    "{}: {n} records {}–{} of site {}, chain intact, head {}",
+                    dir.display(),
+                    m.first_seq,
+                    m.last_seq,
+                    m.site,
+                    m.head_hash
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                println!("BROKEN: {e}");
+                Ok(false)
+            }
+        };
+    }
+    let cfg = config.as_deref().map(config::load).transpose()?;
+    let db = db
+        .or_else(|| cfg.as_ref().map(|c| c.store.path.clone()))
+        .context("give --db, --bundle or --config")?;
+    let key_file = public_key
+        .or_else(|| {
+            cfg.as_ref()
+                .map(|c| sign::public_path(&c.evidence.key_file))
+        })
+        .context("give --public-key (the .pub file) or --config")?;
+    let key = sign::load_public(&key_file)?;
+    let store = sealwatch_agent::store::Store::open_read_only(&db)?;
+    let mut head = Head::EMPTY;
+    let mut site: Option<String> = cfg.map(|c| c.site.id);
+    loop {
+        let batch = store.evidence_range(head.seq + 1, 10_000)?;
+        if batch.is_empty() {
+            break;
+        }
+        let site_id = site.get_or_insert_with(|| batch[0].site.clone()).clone();
+        match verify::check_chain(&site_id, &key, head, &batch) {
+            Ok(h) => head = h,
+            Err(e) => {
+                println!("BROKEN at record {}: {e}", e.seq());
+                return Ok(false);
+            }
         }
     }
+    let total = store.evidence_head()?;
+    if total.seq != head.seq {
+        println!(
+            "BROKEN: the chain stops at record {} but the database holds records up to {}",
+            head.seq, total.seq
+        );
+        return Ok(false);
+    }
+    println!(
+        "{}: {} records of site {}, chain intact, head {}",
+        db.display(),
+        head.seq,
+        site.unwrap_or_default(),
+        hex_head(&head)
+    );
+    Ok(true)
+}
+
+fn hex_head(head: &sealwatch_agent::evidence::Head) -> String {
+    head.hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a period bound: ms, RFC 3339, or a local date (start or end of day).
+fn parse_bound(text: &str, tz: chrono_tz::Tz, end_of_day: bool) -> anyhow::Result<i64> {
+    use chrono::TimeZone as _;
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").with_context(|| {
+        format!("'{text}' is not a date (2026-11-29), an RFC 3339 time or ms since the epoch")
+    })?;
+    let day = if end_of_day {
+        date.succ_opt().context("date out of range")?
+    } else {
+        date
+    };
+    let local = tz
+        .from_local_datetime(&day.and_hms_opt(0, 0, 0).context("midnight")?)
+        .earliest()
+        .context("no such local time")?;
+    Ok(local.timestamp_millis() - i64::from(end_of_day))
+}
+
+fn export_evidence(config_path: &Path, from: &str, to: &str, out: &Path) -> anyhow::Result<()> {
+    use sealwatch_agent::evidence::{bundle, sign};
+    let cfg = config::load(config_path)?;
+    let tz = cfg.site.time_zone;
+    let (from_ms, to_ms) = (parse_bound(from, tz, false)?, parse_bound(to, tz, true)?);
+    anyhow::ensure!(from_ms <= to_ms, "--from is after --to");
+    let public = sign::load_public(&sign::public_path(&cfg.evidence.key_file))?;
+    let store = sealwatch_agent::store::Store::open_read_only(&cfg.store.path)?;
+    let records = store.evidence_between(from_ms, to_ms)?;
+    let bar = indicatif::ProgressBar::new(records.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} records")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let manifest = bundle::export(
+        &cfg,
+        &records,
+        &sign::public_hex(&public),
+        from_ms,
+        to_ms,
+        out,
+        &|n| bar.set_position(n),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} records {}–{}, head {}",
+        out.display(),
+        records.len(),
+        manifest.first_seq,
+        manifest.last_seq,
+        manifest.head_hash
+    );
+    println!(
+        "check it with: sealwatch evidence verify --bundle {}",
+        out.display()
+    );
+    Ok(())
 }

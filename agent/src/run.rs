@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::{SiteConfig, Transport};
+use crate::evidence::{self, sign::KeyError, Draft, EvidenceRecord};
 use crate::poll::bus::spawn_buses;
 use crate::poll::reading::Reading;
 use crate::poll::PointTable;
@@ -19,6 +20,7 @@ use crate::rules::{Engine, Output, RulesConfig};
 use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
 use crate::store::{spawn_writer, Limits, Store, StoreError};
+use crate::uplink::audit::{AuditUplink, UplinkError};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,12 @@ pub enum RunError {
     /// The status page.
     #[error(transparent)]
     Status(#[from] StatusError),
+    /// The signing key.
+    #[error("{0}; make one with `sealwatch keygen --out <path>` and set [evidence].key_file")]
+    Key(#[from] KeyError),
+    /// The audit uplink.
+    #[error(transparent)]
+    Uplink(#[from] UplinkError),
 }
 
 /// A started agent.
@@ -44,6 +52,12 @@ pub struct RunningAgent {
     pipeline: JoinHandle<()>,
     writer: JoinHandle<Store>,
     status: Option<JoinHandle<()>>,
+    uplink: Option<(
+        CancellationToken,
+        JoinHandle<()>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )>,
+    db_path: std::path::PathBuf,
 }
 
 /// Opens the store, starts polling and the status page. Returns once everything runs.
@@ -55,10 +69,15 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         .iter()
         .map(|p| (p.key.clone(), p.unit.clone()))
         .collect();
-    let (store, ids) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+    let key = evidence::sign::load(&config.evidence.key_file)?;
+    let public_key = evidence::sign::public_hex(&key.verifying_key());
+    let site_id = config.site.id.clone();
+    let (store, ids, last_start) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let mut store = Store::open(&db_path)?;
         let ids = store.register_points(&keys)?;
-        Ok((store, ids))
+        store.enable_evidence(&site_id, key)?;
+        let last_start = store.last_evidence_of("agent_started")?;
+        Ok((store, ids, last_start))
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -84,6 +103,14 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         disk_budget_bytes: config.store.disk_budget_bytes,
     };
     let (store_handle, writer) = spawn_writer(store, ids, config.store.commit_interval, limits);
+    let rules = RulesConfig::new(&config, &points);
+    let _ = store_handle
+        .send_evidence(vec![started_evidence(
+            &config,
+            &rules.version(),
+            last_start.as_ref(),
+        )])
+        .await;
 
     let status = match config.status_listen {
         Some(addr) => {
@@ -105,13 +132,40 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
     let buses = spawn_buses(&config, &points, &state, &tx, &bus_stop);
     drop(tx);
     for bus in &config.buses {
-        if let Transport::Tcp { address } = &bus.transport {
-            tracing::info!(bus = %bus.name, %address, "polling Modbus TCP");
+        match &bus.transport {
+            Transport::Tcp { address } => {
+                tracing::info!(bus = %bus.name, %address, "polling Modbus TCP")
+            }
+            Transport::Rtu(serial) => {
+                tracing::info!(bus = %bus.name, port = %serial.port, baud = serial.baud, "polling Modbus RTU")
+            }
         }
     }
     let pipeline_state = state.clone();
-    let rules = RulesConfig::new(&config, &points);
     let mut engine = Engine::new(&rules);
+    let device_names: Vec<String> = config.devices.iter().map(|d| d.name.clone()).collect();
+    let mut device_seen: Vec<(bool, bool)> = vec![(true, false); device_names.len()];
+    let pipeline_points = points.clone();
+    let uplink = match &config.audit_uplink {
+        Some(cfg) => {
+            let token = CancellationToken::new();
+            let uplink = AuditUplink::new(
+                cfg.clone(),
+                config.site.id.clone(),
+                public_key.clone(),
+                config.store.path.clone(),
+                store_handle.clone(),
+                state.clone(),
+            )?;
+            tracing::info!(url = %cfg.url, "delivering evidence to the audit system");
+            let acked = uplink.acked();
+            Some((token.clone(), tokio::spawn(uplink.run(token)), acked))
+        }
+        None => {
+            tracing::warn!("no [uplink.audit] configured: evidence is kept locally only");
+            None
+        }
+    };
     tracing::info!(
         ruleset = engine.ruleset(),
         bins = rules.bins.len(),
@@ -123,10 +177,21 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         // group (one device, one time): exactly the engine's unit of input.
         while let Some(batch) = rx.recv().await {
             pipeline_state.record(&batch);
+            let drafts = device_evidence(
+                &batch,
+                &pipeline_points,
+                &pipeline_state,
+                &device_names,
+                &mut device_seen,
+            );
+            if !drafts.is_empty() && store_handle.send_evidence(drafts).await.is_err() {
+                break;
+            }
             let outputs = engine.ingest_poll(&batch);
             if !outputs.is_empty() {
                 log_outputs(&outputs);
                 pipeline_state.set_bins(engine.bin_states());
+                pipeline_state.note_outputs(&outputs);
             }
             if store_handle
                 .send_with_outputs(batch, outputs)
@@ -137,6 +202,13 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 break;
             }
         }
+        let stopped = Draft::new(
+            now_ms(),
+            "agent_stopped",
+            "",
+            &serde_json::json!({ "clean": true }),
+        );
+        let _ = store_handle.send_evidence(vec![stopped]).await;
         if let Err(e) = store_handle.flush().await {
             tracing::error!(error = %e, "final commit failed");
         }
@@ -155,7 +227,81 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         pipeline,
         writer,
         status,
+        uplink,
+        db_path: config.store.path.clone(),
     })
+}
+
+/// The `agent_started` record: version, configuration fingerprint, rule set, and whether the
+/// configuration changed since the last start; the gap since the previous record is visible
+/// from the chain itself.
+fn started_evidence(
+    config: &SiteConfig,
+    ruleset: &str,
+    last_start: Option<&EvidenceRecord>,
+) -> Draft {
+    use sha2::{Digest as _, Sha256};
+    let text = std::fs::read(&config.file).unwrap_or_default();
+    let config_sha256 = hex::encode(Sha256::digest(&text));
+    let previous = last_start.and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok());
+    let changed = previous
+        .as_ref()
+        .map(|p| p["config_sha256"] != config_sha256.as_str() || p["ruleset"] != ruleset);
+    Draft::new(
+        now_ms(),
+        "agent_started",
+        "",
+        &serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "site": config.site.id,
+            "site_name": config.site.name,
+            "permit_number": config.site.permit_number,
+            "config_file": config.file.display().to_string(),
+            "config_sha256": config_sha256,
+            "ruleset": ruleset,
+            "config_changed": changed,
+        }),
+    )
+}
+
+/// `device_fault` / `device_recovered` records when a device of this batch was degraded or
+/// disconnected, or is back.
+fn device_evidence(
+    batch: &[Reading],
+    points: &PointTable,
+    state: &PlantState,
+    names: &[String],
+    seen: &mut [(bool, bool)],
+) -> Vec<Draft> {
+    let Some(first) = batch.first() else {
+        return Vec::new();
+    };
+    let Some(device) = points.points.get(first.point.0 as usize).map(|p| p.device) else {
+        return Vec::new();
+    };
+    let Some((connected, degraded, last_error)) =
+        state.with_device(device, |h| (h.connected, h.degraded, h.last_error.clone()))
+    else {
+        return Vec::new();
+    };
+    let before = seen[device];
+    seen[device] = (connected, degraded);
+    let healthy = |(c, d): (bool, bool)| c && !d;
+    match (healthy(before), healthy((connected, degraded))) {
+        (true, false) => vec![Draft::new(
+            first.at_ms,
+            "device_fault",
+            &names[device],
+            &serde_json::json!({ "connected": connected, "degraded": degraded, "problem": last_error }),
+        )],
+        (false, true) => vec![Draft::new(
+            first.at_ms,
+            "device_recovered",
+            &names[device],
+            &serde_json::json!({}),
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// Logs what operators should hear about at once.
@@ -203,6 +349,27 @@ impl RunningAgent {
             let _ = bus.await;
         }
         let _ = self.pipeline.await;
+        if let Some((token, task, acked)) = self.uplink {
+            // Give the uplink a moment to deliver the last records (agent_stopped among them);
+            // whatever is left goes out at the next start.
+            let db = self.db_path.clone();
+            let head = tokio::task::spawn_blocking(move || {
+                Store::open_read_only(&db)
+                    .and_then(|s| s.evidence_head())
+                    .map(|h| h.seq)
+                    .unwrap_or(0)
+            })
+            .await
+            .unwrap_or(0);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            while tokio::time::Instant::now() < deadline
+                && acked.load(std::sync::atomic::Ordering::Relaxed) < head
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            token.cancel();
+            let _ = task.await;
+        }
         match self.writer.await {
             Ok(store) => tracing::info!(path = %store.path().display(), "database closed"),
             Err(e) => tracing::error!(error = %e, "store writer failed"),

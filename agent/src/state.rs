@@ -1,18 +1,26 @@
 //! `PlantState`: the live picture for the status page and CLI.
 //!
-//! Written by the bus tasks (device health) and the pipeline (latest reading per point), read by
-//! the status page as a snapshot. Critical sections are a few field updates; readers never block
-//! the pipeline for longer than a copy.
+//! Written by the bus tasks (device health) and the pipeline (latest reading per point, judged
+//! bin states, the latest rule outputs), read by the status page, `/metrics` and the CLI as a
+//! snapshot. Critical sections are a few field updates; readers never block the pipeline for
+//! longer than a copy. Every change that operators must see at once (a rule output) bumps a
+//! [`tokio::sync::watch`] version, which the status page's event stream waits on.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::poll::reading::{Fault, Reading};
-use crate::rules::SealState;
+use crate::rules::{Output, SealState};
+
+/// NMHC minute values kept per analyzer for this hour's running average (one hour and a margin).
+pub const KEPT_MINUTES: usize = 90;
 
 /// Communication health of one device.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeviceHealth {
     /// Device name.
     pub name: String,
@@ -36,8 +44,11 @@ pub struct DeviceHealth {
     pub exceptions: u64,
     /// Connection failures and breaks.
     pub io_errors: u64,
-    /// Replies that did not fit the request.
+    /// Replies that did not fit the request: requests that failed on a bad reply, and on a
+    /// serial line every discarded frame (wrong unit, function or length; late replies).
     pub bad_frames: u64,
+    /// Frames whose CRC did not check (serial lines).
+    pub crc_errors: u64,
     /// Last problem, in words.
     pub last_error: Option<String>,
 }
@@ -67,12 +78,37 @@ pub struct PlantSnapshot {
     pub readings_total: u64,
     /// When the agent started, ms since epoch.
     pub started_ms: i64,
+    /// Last completed charging cycle per bin (`furnace/bin` → a `charging_cycle` output).
+    pub last_cycle: BTreeMap<String, Output>,
+    /// Recent NMHC minute values per analyzer (`furnace/analyzer` → `nmhc_minute` outputs,
+    /// oldest first, at most [`KEPT_MINUTES`]).
+    pub nmhc_minutes: BTreeMap<String, VecDeque<Output>>,
+    /// Last closed hour per analyzer (an `nmhc_hour` output).
+    pub nmhc_last_hour: BTreeMap<String, Output>,
+    /// Evidence records not yet acknowledged by the audit system; `None` while no uploader runs.
+    pub evidence_backlog: Option<u64>,
+    /// How long the last upload batch took to be acknowledged, seconds; `None` before the first.
+    pub upload_latency_s: Option<f64>,
+    /// When the pipeline last took a batch of readings, ms since epoch (the watchdog's sign of
+    /// life).
+    pub last_batch_ms: i64,
+    /// Readings per second over the last few seconds.
+    pub readings_per_s: f64,
+    #[serde(skip)]
+    rate_window: (i64, u64),
 }
 
 /// Shared live state; cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlantState {
     inner: Arc<Mutex<PlantSnapshot>>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for PlantState {
+    fn default() -> Self {
+        PlantState::new(Vec::new(), 0, 0)
+    }
 }
 
 impl PlantState {
@@ -82,11 +118,22 @@ impl PlantState {
             inner: Arc::new(Mutex::new(PlantSnapshot {
                 devices,
                 latest: vec![None; points],
-                bins: Vec::new(),
-                readings_total: 0,
                 started_ms,
+                last_batch_ms: started_ms,
+                rate_window: (started_ms, 0),
+                ..PlantSnapshot::default()
             })),
+            version: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// A receiver that sees the version change whenever a rule output arrived.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     fn lock(&self) -> MutexGuard<'_, PlantSnapshot> {
@@ -107,8 +154,15 @@ impl PlantState {
 
     /// Records the latest readings.
     pub fn record(&self, readings: &[Reading]) {
+        let now = crate::clock::now_ms();
         let mut s = self.lock();
         s.readings_total += readings.len() as u64;
+        s.last_batch_ms = now;
+        let (since, count) = s.rate_window;
+        if now - since >= 5_000 {
+            s.readings_per_s = (s.readings_total - count) as f64 * 1000.0 / (now - since) as f64;
+            s.rate_window = (now, s.readings_total);
+        }
         for r in readings {
             if let Some(slot) = s.latest.get_mut(r.point.0 as usize) {
                 *slot = Some(*r);
@@ -119,6 +173,47 @@ impl PlantState {
     /// Records the bins' judged states.
     pub fn set_bins(&self, bins: Vec<(SealState, Option<i64>)>) {
         self.lock().bins = bins;
+        self.bump();
+    }
+
+    /// Keeps what the status page shows of the rule outputs (last cycle, NMHC minutes and hours)
+    /// and wakes the status page's event streams.
+    pub fn note_outputs(&self, outputs: &[Output]) {
+        if outputs.is_empty() {
+            return;
+        }
+        {
+            let mut s = self.lock();
+            for o in outputs {
+                match o {
+                    Output::ChargingCycle { bin, .. } => {
+                        s.last_cycle.insert(bin.clone(), o.clone());
+                    }
+                    Output::NmhcMinute { analyzer, .. } => {
+                        let kept = s.nmhc_minutes.entry(analyzer.clone()).or_default();
+                        kept.push_back(o.clone());
+                        while kept.len() > KEPT_MINUTES {
+                            kept.pop_front();
+                        }
+                    }
+                    Output::NmhcHour { analyzer, .. } => {
+                        s.nmhc_last_hour.insert(analyzer.clone(), o.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.bump();
+    }
+
+    /// Sets the evidence backlog (records not yet acknowledged by the audit system).
+    pub fn set_evidence_backlog(&self, backlog: Option<u64>) {
+        self.lock().evidence_backlog = backlog;
+    }
+
+    /// Records how long the last upload batch took to be acknowledged.
+    pub fn set_upload_latency(&self, latency: std::time::Duration) {
+        self.lock().upload_latency_s = Some(latency.as_secs_f64());
     }
 
     /// A copy of the current state.

@@ -1,6 +1,7 @@
 //! `sealwatch-bench`: measures sealwatch's performance figures, each against a baseline measured
 //! in the same run, and writes them as a markdown table (BENCHMARKS.md).
 
+mod rtu;
 mod site;
 mod store;
 mod tcp;
@@ -88,6 +89,14 @@ fn main() -> anyhow::Result<()> {
     let tcp = runtime.block_on(tcp::measure(window))?;
     eprintln!("bench: store ingest and size ({seconds} s of 1,000 points at 1 Hz)…");
     let store = store::measure(seconds)?;
+    let mut lines = Vec::new();
+    for baud in [9_600, 115_200] {
+        eprintln!(
+            "bench: Modbus RTU bus efficiency at {baud} baud, line emulation ({} s window)…",
+            window.as_secs()
+        );
+        lines.push(runtime.block_on(rtu::measure(baud, window))?);
+    }
 
     let mut md = String::new();
     writeln!(md, "# sealwatch benchmarks\n")?;
@@ -133,7 +142,21 @@ fn main() -> anyhow::Result<()> {
         ratio(store.ours_bytes, store.naive_bytes),
         verdict(store.ours_bytes <= 4.0)
     )?;
-    writeln!(md, "\nRows still to come with their capabilities: RTU bus efficiency (line emulation), evidence backlog drain, agent memory and CPU, seal-state latency, firmware image size.")?;
+    for line in &lines {
+        writeln!(
+            md,
+            "| Modbus RTU reads/s at {} baud, {} seal nodes on one emulated line (bytes paced at 11 bits/char, t3.5, {} ms turnaround), {} failed requests | {:.1} | physical model T = (13 + 2N)·t_char + 2·t3.5 + t_turn per read: {:.1} | {} | ≥ 0.9× | {} |",
+            line.baud,
+            line.nodes,
+            rtu::TURNAROUND.as_millis(),
+            line.failures,
+            line.measured,
+            line.model,
+            ratio(line.measured, line.model),
+            verdict(line.measured >= 0.9 * line.model && line.failures == 0)
+        )?;
+    }
+    writeln!(md, "\nRows still to come with their capabilities: evidence backlog drain, agent memory and CPU, seal-state latency, firmware image size.")?;
     if cli.quick {
         writeln!(md, "\n(quick run: shorter windows, noisier figures)")?;
     }

@@ -63,5 +63,9 @@ pub(crate) fn seal_node_site(
     }
     let path = dir.join("bench.toml");
     std::fs::write(&path, text)?;
+    let key = dir.join("sealwatch.key");
+    if !key.exists() {
+        sealwatch_agent::evidence::sign::generate(&key)?;
+    }
     Ok(config::load(&path)?)
 }

@@ -33,15 +33,7 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     // The agent's fastest poll interval (100 ms) × 480 seal nodes asks for more than one
     // connection can carry, so the agent runs saturated.
     let placeholder = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &[])?;
-    let sim = serve::start(
-        &placeholder,
-        Scenario::default(),
-        SimOptions {
-            speed: 1.0,
-            fixed_ports: false,
-        },
-    )
-    .await?;
+    let sim = serve::start(&placeholder, Scenario::default(), SimOptions::default()).await?;
     let addresses: Vec<String> = (0..BUSES)
         .map(|b| sim.addresses[&format!("bus{b}")].to_string())
         .collect();

@@ -1,9 +1,13 @@
 //! sealwatch-sim: a simulated semi-coke plant (furnaces, coal bins, seal nodes, NMHC analyzers)
-//! serving Modbus TCP on loopback, for the demo and the end-to-end tests.
+//! serving Modbus TCP on loopback and Modbus RTU on pseudo-terminals (running the firmware's seal
+//! node), for the demo, the benchmarks and the end-to-end tests.
 //!
-//! The plant model ([`plant`]) is pure; [`serve`] runs it in real time and serves it;
+//! The plant model ([`plant`]) is pure; [`serve`] runs it in real time and serves it ([`rtu`]:
+//! the serial lines);
 //! [`scenario`] scripts what goes wrong, and when.
 
+pub mod audit;
 pub mod plant;
+pub mod rtu;
 pub mod scenario;
 pub mod serve;

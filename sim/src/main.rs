@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use sealwatch_agent::config::{self, Transport};
 use sealwatch_agent::run;
+use sealwatch_sim::rtu::LineOptions;
 use sealwatch_sim::scenario::Scenario;
 use sealwatch_sim::serve::{self, RunningSim, SimOptions};
 use tokio::io::AsyncBufReadExt as _;
@@ -28,7 +29,9 @@ struct Cli {
 enum Command {
     /// Serve the plant described by a site config. Commands on stdin: `breach F1/B2`,
     /// `lid-stuck-open F1/B1 60`, `silence DEVICE [S]`, `restore DEVICE`, `fail DEVICE`,
-    /// `recover DEVICE`, `restart DEVICE [S]`, `bus-down BUS [S]`, `bus-up BUS`.
+    /// `recover DEVICE`, `restart DEVICE [S]`, `bus-down BUS [S]`, `bus-up BUS`; for RTU lines
+    /// `slow DEVICE MS`, `late DEVICE MS`, `corrupt-crc DEVICE K`, `garbage DEVICE`,
+    /// `unplug BUS [S]`, `replug BUS`.
     Serve {
         /// Site configuration (the same file the agent uses).
         #[arg(long, short)]
@@ -39,12 +42,42 @@ enum Command {
         /// Write the bound addresses here as JSON once listening.
         #[arg(long)]
         ready_file: Option<PathBuf>,
-        /// Listen on the addresses in the config rather than on free ports.
+        /// Listen on the addresses in the config rather than on free ports; put each RTU line's
+        /// pty behind a symlink at its configured `port` path.
         #[arg(long)]
         fixed_ports: bool,
         /// Simulated seconds per real second.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Emulate the timing of the RTU lines on their ptys: bytes paced at the baud (11 bits a
+        /// character), t3.5 silences and the device turnaround.
+        #[arg(long)]
+        line_emulation: bool,
+        /// Device turnaround with line emulation, ms.
+        #[arg(long, default_value_t = 1.0)]
+        turnaround_ms: f64,
+    },
+    /// Run a stand-in audit system that receives and verifies evidence uploads. Commands on stdin:
+    /// `refuse`, `accept`, `fail N`, `cut N`, `slow MS`, `forget N`, `ok`.
+    Audit {
+        /// Its database (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// The site it accepts.
+        #[arg(long)]
+        site: String,
+        /// The site's registered public key (`sealwatch keygen` writes `<key>.pub`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Bearer token the site must present.
+        #[arg(long)]
+        token: Option<String>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Write `{"url": …}` here once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Run the demo: the simulated plant and the agent against it, with the status page.
     Demo {
@@ -87,21 +120,45 @@ fn main() -> ExitCode {
                 ready_file,
                 fixed_ports,
                 speed,
+                line_emulation,
+                turnaround_ms,
             } => {
-                serve_plant(
-                    &config,
-                    scenario.as_deref(),
-                    ready_file.as_deref(),
-                    fixed_ports,
+                if !(turnaround_ms.is_finite() && turnaround_ms >= 0.0) {
+                    bail!("--turnaround-ms must be 0 or more, got {turnaround_ms}");
+                }
+                let options = SimOptions {
                     speed,
-                )
-                .await
+                    fixed_ports,
+                    line: LineOptions {
+                        emulate: line_emulation,
+                        turnaround: std::time::Duration::from_secs_f64(turnaround_ms / 1000.0),
+                    },
+                };
+                serve_plant(&config, scenario.as_deref(), ready_file.as_deref(), options).await
             }
             Command::Demo {
                 config,
                 scenario,
                 data_dir,
             } => demo(&config, &scenario, &data_dir).await,
+            Command::Audit {
+                db,
+                site,
+                public_key,
+                token,
+                listen,
+                ready_file,
+            } => {
+                audit(
+                    &db,
+                    &site,
+                    &public_key,
+                    token,
+                    &listen,
+                    ready_file.as_deref(),
+                )
+                .await
+            }
         }
     });
     match result {
@@ -124,21 +181,18 @@ async fn serve_plant(
     config_path: &Path,
     scenario: Option<&Path>,
     ready_file: Option<&Path>,
-    fixed_ports: bool,
-    speed: f64,
+    options: SimOptions,
 ) -> anyhow::Result<()> {
-    if !(speed.is_finite() && speed > 0.0) {
-        bail!("--speed must be a positive number, got {speed}");
+    if !(options.speed.is_finite() && options.speed > 0.0) {
+        bail!("--speed must be a positive number, got {}", options.speed);
     }
     let cfg = config::load(config_path)?;
-    let sim = serve::start(
-        &cfg,
-        load_scenario(scenario)?,
-        SimOptions { speed, fixed_ports },
-    )
-    .await?;
+    let sim = serve::start(&cfg, load_scenario(scenario)?, options).await?;
     for (bus, addr) in &sim.addresses {
         println!("sim: bus {bus} listening on {addr}");
+    }
+    for (bus, path) in &sim.ports {
+        println!("sim: bus {bus} on {path}");
     }
     if let Some(path) = ready_file {
         write_ready_file(path, &sim)?;
@@ -168,8 +222,58 @@ async fn serve_plant(
     Ok(())
 }
 
+async fn audit(
+    db: &Path,
+    site: &str,
+    public_key: &Path,
+    token: Option<String>,
+    listen: &str,
+    ready_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    use sealwatch_sim::audit::{AuditServer, Receiver};
+    let key = sealwatch_agent::evidence::sign::load_public(public_key)?;
+    let receiver = Receiver::open(db, site, key, token)?;
+    let held = receiver.head().seq;
+    let mut server = AuditServer::start(receiver, listen).await?;
+    let url = format!("http://{}", server.addr());
+    println!("audit: site {site}, holding records up to {held}, listening on {url}");
+    if let Some(path) = ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&serde_json::json!({ "url": url }))?,
+        )
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let _ = std::io::stdout().flush();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) if line.trim().is_empty() => {}
+                Ok(Some(line)) => {
+                    match server.command(line.trim()).await {
+                        Ok(done) => println!("ok {done}"),
+                        Err(e) => println!("error: {e}"),
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            () = wait_for_signal() => break,
+        }
+    }
+    Ok(())
+}
+
 fn write_ready_file(path: &Path, sim: &RunningSim) -> anyhow::Result<()> {
-    let doc = serde_json::json!({ "buses": sim.addresses, "pid": std::process::id() });
+    let doc = serde_json::json!({
+        "buses": sim.addresses,
+        "ports": sim.ports,
+        "pid": std::process::id(),
+    });
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -180,26 +284,33 @@ fn write_ready_file(path: &Path, sim: &RunningSim) -> anyhow::Result<()> {
 async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let mut cfg = config::load(config_path)?;
     let scenario = Scenario::load(scenario)?;
-    let sim = serve::start(
-        &cfg,
-        scenario,
-        SimOptions {
-            speed: 1.0,
-            fixed_ports: false,
-        },
-    )
-    .await?;
+    let sim = serve::start(&cfg, scenario, SimOptions::default()).await?;
     // Point the agent at the plant's actual ports and the demo's data folder.
     for bus in &mut cfg.buses {
-        if let (Transport::Tcp { address }, Some(addr)) =
-            (&mut bus.transport, sim.addresses.get(&bus.name))
-        {
-            *address = addr.to_string();
+        match &mut bus.transport {
+            Transport::Tcp { address } => {
+                if let Some(addr) = sim.addresses.get(&bus.name) {
+                    *address = addr.to_string();
+                }
+            }
+            Transport::Rtu(serial) => {
+                if let Some(path) = sim.ports.get(&bus.name) {
+                    serial.port = path.clone();
+                }
+            }
         }
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
     cfg.store.path = data_dir.join("sealwatch.db");
+    cfg.evidence.key_file = data_dir.join("sealwatch.key");
+    if !cfg.evidence.key_file.exists() {
+        sealwatch_agent::evidence::sign::generate(&cfg.evidence.key_file)?;
+        println!(
+            "made a signing key for the demo: {}",
+            cfg.evidence.key_file.display()
+        );
+    }
     let stop = CancellationToken::new();
     let agent = match run::start(cfg.clone(), stop.clone()).await {
         Ok(agent) => agent,
@@ -223,6 +334,9 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
     println!("  database:      {}", cfg.store.path.display());
     for (bus, addr) in &sim.addresses {
         println!("  plant bus:     {bus} at {addr}");
+    }
+    for (bus, path) in &sim.ports {
+        println!("  plant line:    {bus} on {path}");
     }
     println!(
         "  scenario:      breaches, a stuck lid and an analyzer outage over the first minutes"

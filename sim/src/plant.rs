@@ -231,6 +231,35 @@ pub struct DeviceModel {
     pub restarting_until: Option<f64>,
     /// When it last booted.
     pub booted_at: f64,
+    /// Faults of its serial line interface (RTU only).
+    pub line_faults: LineFaults,
+}
+
+/// What a device on a serial line can do wrong (set by `slow`, `late`, `corrupt-crc`, `garbage`;
+/// cleared by `restore`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineFaults {
+    /// Extra turnaround before each reply, ms.
+    pub slow_ms: u64,
+    /// Each reply goes out this late, ms (meant to be after the master's timeout).
+    pub late_ms: u64,
+    /// Every k-th reply has a corrupt CRC (0 = never).
+    pub corrupt_every: u32,
+    /// Garbage bytes instead of each reply.
+    pub garbage: bool,
+}
+
+/// The raw sensor signals at a seal node's terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sensors {
+    /// Lid-closed limit switch on.
+    pub lid_closed: bool,
+    /// Lid-open limit switch on.
+    pub lid_open: bool,
+    /// Charging-gate switch on.
+    pub gate_open: bool,
+    /// Level transmitter loop current, µA (0 with a broken wire).
+    pub level_ua: u16,
 }
 
 /// The whole plant.
@@ -264,6 +293,7 @@ impl Plant {
                 failing: false,
                 restarting_until: None,
                 booted_at: 0.0,
+                line_faults: LineFaults::default(),
             })
             .collect();
         let mut bins = Vec::new();
@@ -358,6 +388,23 @@ impl Plant {
     pub fn answers(&self, device: usize) -> bool {
         let d = &self.devices[device];
         !d.silent && d.restarting_until.is_none()
+    }
+
+    /// The sensor signals at the terminals of bin `bin`'s seal node now.
+    pub fn sensors(&self, bin: usize) -> Sensors {
+        let b = &self.bins[bin];
+        let (lid_closed, lid_open) = b.lid_switches(self.t);
+        let level_ua = if b.level_broken(self.t) {
+            0
+        } else {
+            (4000.0 + b.level_mm / LEVEL_SPAN_MM * 16000.0).round() as u16
+        };
+        Sensors {
+            lid_closed,
+            lid_open,
+            gate_open: b.gate_open(),
+            level_ua,
+        }
     }
 
     /// The engineering value of a named point of a device now.

@@ -2,7 +2,10 @@
 //!
 //! A scenario file lists events with a time; the same actions can be typed as commands on the
 //! sim's standard input (`breach F1/B2`, `silence f1-b1`, `bus-down nmhc-1 20`, …), which is how
-//! tests drive it.
+//! tests drive it. Faults of the serial line interface of RTU devices take a value instead of a
+//! duration: `slow DEVICE MS`, `late DEVICE MS`, `corrupt-crc DEVICE K`, `garbage DEVICE`
+//! (`restore DEVICE` clears them); `unplug BUS [S]` and `replug BUS` take an RTU line's adapter
+//! away and bring it back.
 //!
 //! ```toml
 //! [[events]]
@@ -16,7 +19,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::plant::Plant;
+use crate::plant::{LineFaults, Plant};
 
 /// What can happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,6 +46,19 @@ pub enum Action {
     BusDown,
     /// The bus's endpoint listens again (bus).
     BusUp,
+    /// The device's replies go out `value` ms later than usual (RTU device).
+    Slow,
+    /// The device's replies go out `value` ms late, after the master's timeout (RTU device).
+    Late,
+    /// Every `value`-th reply of the device has a corrupt CRC (RTU device).
+    CorruptCrc,
+    /// The device sends garbage bytes instead of its replies (RTU device).
+    Garbage,
+    /// The serial adapter of the line disappears: its pty closes and its path goes away (RTU
+    /// bus); with `duration_s`, only for that long.
+    Unplug,
+    /// The adapter is back: a new pty behind the same path (RTU bus).
+    Replug,
 }
 
 impl Action {
@@ -59,13 +75,28 @@ impl Action {
             "restart" => Action::Restart,
             "bus-down" => Action::BusDown,
             "bus-up" => Action::BusUp,
+            "slow" => Action::Slow,
+            "late" => Action::Late,
+            "corrupt-crc" => Action::CorruptCrc,
+            "garbage" => Action::Garbage,
+            "unplug" => Action::Unplug,
+            "replug" => Action::Replug,
             _ => return None,
         })
     }
 
     /// Whether the action is on a bus (handled by the server, not the plant model).
     pub fn is_bus(self) -> bool {
-        matches!(self, Action::BusDown | Action::BusUp)
+        matches!(
+            self,
+            Action::BusDown | Action::BusUp | Action::Unplug | Action::Replug
+        )
+    }
+
+    /// Whether the number after the target is the action's value (ms, or k) rather than a
+    /// duration in seconds.
+    pub fn takes_value(self) -> bool {
+        matches!(self, Action::Slow | Action::Late | Action::CorruptCrc)
     }
 }
 
@@ -81,6 +112,9 @@ pub struct Event {
     pub target: String,
     /// For how long, s.
     pub duration_s: Option<f64>,
+    /// The amount of `slow` and `late` (ms) and of `corrupt-crc` (every k-th reply).
+    #[serde(default)]
+    pub value: Option<f64>,
 }
 
 /// A scenario file.
@@ -122,7 +156,7 @@ pub enum ScenarioError {
         target: String,
     },
     /// A command line that does not parse.
-    #[error("cannot understand '{0}'; expected ACTION TARGET [DURATION_S], e.g. 'breach F1/B2' or 'silence f1-b1 30'")]
+    #[error("cannot understand '{0}'; expected ACTION TARGET [DURATION_S] (or VALUE for slow MS, late MS, corrupt-crc K), e.g. 'breach F1/B2', 'silence f1-b1 30' or 'late f1-b2 800'")]
     BadCommand(String),
 }
 
@@ -149,7 +183,7 @@ pub fn parse_command(line: &str, now: f64) -> Result<Event, ScenarioError> {
     let bad = || ScenarioError::BadCommand(line.trim().to_owned());
     let action = words.next().and_then(Action::parse).ok_or_else(bad)?;
     let target = words.next().ok_or_else(bad)?.to_owned();
-    let duration_s = match words.next() {
+    let number = match words.next() {
         Some(w) => Some(
             w.parse::<f64>()
                 .ok()
@@ -161,11 +195,17 @@ pub fn parse_command(line: &str, now: f64) -> Result<Event, ScenarioError> {
     if words.next().is_some() {
         return Err(bad());
     }
+    let (duration_s, value) = if action.takes_value() {
+        (None, Some(number.ok_or_else(bad)?))
+    } else {
+        (number, None)
+    };
     Ok(Event {
         at_s: now,
         action,
         target,
         duration_s,
+        value,
     })
 }
 
@@ -190,30 +230,47 @@ pub fn apply(plant: &mut Plant, event: &Event) -> Result<(), ScenarioError> {
                 _ => bin.level_broken_until = Some(until.unwrap_or(f64::INFINITY)),
             }
         }
-        Action::Silence | Action::Restore | Action::Fail | Action::Recover | Action::Restart => {
+        Action::Silence
+        | Action::Restore
+        | Action::Fail
+        | Action::Recover
+        | Action::Restart
+        | Action::Slow
+        | Action::Late
+        | Action::CorruptCrc
+        | Action::Garbage => {
             let d = plant
                 .device(&event.target)
                 .ok_or_else(|| unknown("device"))?;
             let dev = &mut plant.devices[d];
+            let value = event.value.unwrap_or(0.0);
             match event.action {
                 Action::Silence => dev.silent = true,
-                Action::Restore => dev.silent = false,
+                Action::Restore => {
+                    dev.silent = false;
+                    dev.line_faults = LineFaults::default();
+                }
                 Action::Fail => dev.failing = true,
                 Action::Recover => dev.failing = false,
+                Action::Slow => dev.line_faults.slow_ms = value as u64,
+                Action::Late => dev.line_faults.late_ms = value as u64,
+                Action::CorruptCrc => dev.line_faults.corrupt_every = value as u32,
+                Action::Garbage => dev.line_faults.garbage = true,
                 _ => dev.restarting_until = Some(t + event.duration_s.unwrap_or(5.0)),
             }
         }
-        Action::BusDown | Action::BusUp => {}
+        Action::BusDown | Action::BusUp | Action::Unplug | Action::Replug => {}
     }
     Ok(())
 }
 
-/// The event that undoes a timed `Silence`, `Fail` or `BusDown`, if it has a duration.
+/// The event that undoes a timed `Silence`, `Fail`, `BusDown` or `Unplug`, if it has a duration.
 pub fn reversal(event: &Event) -> Option<Event> {
     let undo = match event.action {
         Action::Silence => Action::Restore,
         Action::Fail => Action::Recover,
         Action::BusDown => Action::BusUp,
+        Action::Unplug => Action::Replug,
         _ => return None,
     };
     event.duration_s.map(|d| Event {
@@ -221,5 +278,6 @@ pub fn reversal(event: &Event) -> Option<Event> {
         action: undo,
         target: event.target.clone(),
         duration_s: None,
+        value: None,
     })
 }

@@ -1,4 +1,5 @@
-//! Serving the simulated plant over Modbus TCP, one endpoint per TCP bus of the site config.
+//! Serving the simulated plant: Modbus TCP, one endpoint per TCP bus of the site config, and
+//! Modbus RTU on a pseudo-terminal per RTU bus ([`crate::rtu`]).
 //!
 //! A bus endpoint behaves like a device or an RS-485-to-TCP gateway: requests for a unit id that
 //! no device has, or for a silenced device, get no reply (the client times out); a failing device
@@ -19,11 +20,22 @@ use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use crate::plant::Plant;
+use crate::rtu::{start_line, LineControl, LineHandle, LineOptions};
 use crate::scenario::{apply, parse_command, reversal, Action, Event, Scenario, ScenarioError};
 
 /// Why the sim could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// An RTU bus's pseudo-terminal could not be made.
+    #[error("bus '{bus}': cannot make a pty for {port}: {source}")]
+    Pty {
+        /// Bus.
+        bus: String,
+        /// Configured port.
+        port: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A bus address could not be bound.
     #[error("bus '{bus}': cannot listen on {addr}: {source}")]
     Bind {
@@ -41,13 +53,26 @@ pub enum SimError {
 pub struct SimOptions {
     /// Simulated seconds per real second.
     pub speed: f64,
-    /// Listen on the addresses in the config instead of free ports.
+    /// Listen on the addresses in the config instead of free ports; for RTU buses, put a
+    /// symlink to the pty at the configured `port` path.
     pub fixed_ports: bool,
+    /// Timing of the RTU lines.
+    pub line: LineOptions,
 }
 
-type SharedPlant = Arc<Mutex<Plant>>;
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            speed: 1.0,
+            fixed_ports: false,
+            line: LineOptions::default(),
+        }
+    }
+}
 
-fn lock(plant: &SharedPlant) -> MutexGuard<'_, Plant> {
+pub(crate) type SharedPlant = Arc<Mutex<Plant>>;
+
+pub(crate) fn lock(plant: &SharedPlant) -> MutexGuard<'_, Plant> {
     plant
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -64,6 +89,8 @@ struct Endpoint {
 pub struct RunningSim {
     /// Where each TCP bus listens.
     pub addresses: BTreeMap<String, SocketAddr>,
+    /// The serial device path of each RTU bus (the pty's slave side, or the symlink to it).
+    pub ports: BTreeMap<String, String>,
     commands: mpsc::Sender<(String, oneshot::Sender<Result<String, String>>)>,
     clock: JoinHandle<()>,
 }
@@ -159,6 +186,8 @@ pub async fn start(
     let plant: SharedPlant = Arc::new(Mutex::new(Plant::from_config(config)));
     let mut endpoints: Vec<Endpoint> = Vec::new();
     let mut addresses = BTreeMap::new();
+    let mut ports = BTreeMap::new();
+    let mut lines: Vec<LineHandle> = Vec::new();
     for (b, bus) in config.buses.iter().enumerate() {
         match &bus.transport {
             Transport::Tcp { address } => {
@@ -188,7 +217,17 @@ pub async fn start(
                 });
             }
             Transport::Rtu(serial) => {
-                tracing::warn!(bus = %bus.name, port = %serial.port, "RTU buses are not simulated yet; its devices stay silent");
+                let link = options
+                    .fixed_ports
+                    .then(|| std::path::PathBuf::from(&serial.port));
+                let (line, path) = start_line(config, &plant, b, link.as_deref(), options.line)
+                    .map_err(|source| SimError::Pty {
+                        bus: bus.name.clone(),
+                        port: serial.port.clone(),
+                        source,
+                    })?;
+                ports.insert(bus.name.clone(), path);
+                lines.push(line);
             }
         }
     }
@@ -197,6 +236,7 @@ pub async fn start(
     let clock = tokio::spawn(run_clock(
         plant,
         endpoints,
+        lines,
         bus_names,
         scenario,
         options.speed,
@@ -204,6 +244,7 @@ pub async fn start(
     ));
     Ok(RunningSim {
         addresses,
+        ports,
         commands: tx,
         clock,
     })
@@ -213,6 +254,7 @@ pub async fn start(
 async fn run_clock(
     plant: SharedPlant,
     mut endpoints: Vec<Endpoint>,
+    mut lines: Vec<LineHandle>,
     bus_names: Vec<String>,
     scenario: Scenario,
     speed: f64,
@@ -239,16 +281,32 @@ async fn run_clock(
             }
         });
         for event in due {
-            match fire(&plant, &mut endpoints, &bus_names, &event, &mut pending).await {
+            match fire(
+                &plant,
+                &mut endpoints,
+                &mut lines,
+                &bus_names,
+                &event,
+                &mut pending,
+            )
+            .await
+            {
                 Ok(done) => tracing::info!(t = now, "scenario: {done}"),
                 Err(e) => tracing::warn!(t = now, error = %e, "scenario event failed"),
             }
         }
         if let Some((line, reply)) = command {
             let result = match parse_command(&line, now) {
-                Ok(event) => fire(&plant, &mut endpoints, &bus_names, &event, &mut pending)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(event) => fire(
+                    &plant,
+                    &mut endpoints,
+                    &mut lines,
+                    &bus_names,
+                    &event,
+                    &mut pending,
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             let _ = reply.send(result);
@@ -259,10 +317,42 @@ async fn run_clock(
 async fn fire(
     plant: &SharedPlant,
     endpoints: &mut [Endpoint],
+    lines: &mut [LineHandle],
     bus_names: &[String],
     event: &Event,
     pending: &mut Vec<Event>,
 ) -> Result<String, ScenarioError> {
+    let line = bus_names
+        .iter()
+        .position(|b| *b == event.target)
+        .and_then(|b| lines.iter().find(|l| l.bus == b));
+    if let (true, Some(line)) = (event.action.is_bus(), line) {
+        let done = match event.action {
+            Action::Unplug | Action::BusDown => {
+                let (tx, rx) = oneshot::channel();
+                let _ = line.control.send(LineControl::Unplug(tx)).await;
+                rx.await.map_err(|_| stopped_line(&event.target))?
+            }
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                let _ = line.control.send(LineControl::Replug(tx)).await;
+                rx.await
+                    .map_err(|_| stopped_line(&event.target))?
+                    .map_err(ScenarioError::BadCommand)?
+            }
+        };
+        if let Some(undo) = reversal(event) {
+            pending.push(undo);
+        }
+        return Ok(done);
+    }
+    if matches!(event.action, Action::Unplug | Action::Replug) {
+        return Err(ScenarioError::UnknownTarget {
+            action: event.action,
+            kind: "RTU bus",
+            target: event.target.clone(),
+        });
+    }
     if event.action.is_bus() {
         let bus = bus_names
             .iter()
@@ -303,4 +393,8 @@ async fn fire(
         pending.push(undo);
     }
     Ok(format!("{:?} {}", event.action, event.target))
+}
+
+fn stopped_line(bus: &str) -> ScenarioError {
+    ScenarioError::BadCommand(format!("bus {bus}: its line task has stopped"))
 }

@@ -144,6 +144,11 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{}: cannot write stdin: {e}", self.name));
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether it has exited, with its status.
     pub(crate) fn try_exit(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -180,6 +185,8 @@ pub(crate) struct Sim {
     pub(crate) proc: Proc,
     /// Bus name → `host:port`.
     pub(crate) buses: BTreeMap<String, String>,
+    /// RTU bus name → the serial device path the agent opens.
+    pub(crate) ports: BTreeMap<String, String>,
 }
 
 impl Sim {
@@ -209,7 +216,16 @@ impl Sim {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().expect("address").to_owned()))
             .collect();
-        Sim { proc, buses }
+        let ports = doc["ports"]
+            .as_object()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().expect("port path").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Sim { proc, buses, ports }
     }
 
     /// Runs a sim command and waits for its answer; panics if the sim refuses it.
@@ -346,5 +362,117 @@ device = "f1-nmhc"
     );
     let path = dir.join("site.toml");
     std::fs::write(&path, text).expect("write site config");
+    ensure_key(dir);
     path
+}
+
+/// The signing key a site config in `dir` uses by default (`sealwatch.key`), made once.
+pub(crate) fn ensure_key(dir: &Path) -> PathBuf {
+    let key = dir.join("sealwatch.key");
+    if !key.exists() {
+        sealwatch_agent::evidence::sign::generate(&key).expect("make a signing key");
+    }
+    key
+}
+
+/// The stand-in audit system, running as `sealwatch-sim audit`.
+pub(crate) struct Audit {
+    /// The process.
+    pub(crate) proc: Proc,
+    /// Its base URL.
+    pub(crate) url: String,
+    /// Its database.
+    pub(crate) db: PathBuf,
+}
+
+impl Audit {
+    /// Starts an audit system for site `e2e` with the public key of the key in `dir`.
+    pub(crate) fn start(dir: &Path) -> Audit {
+        let key = ensure_key(dir);
+        let ready = dir.join("audit-ready.json");
+        let db = dir.join("audit.db");
+        let mut cmd = Command::new(binary("sealwatch-sim"));
+        cmd.arg("audit")
+            .arg("--db")
+            .arg(&db)
+            .args(["--site", "e2e", "--token", "t0k3n"])
+            .arg("--public-key");
+        cmd.arg(sealwatch_agent::evidence::sign::public_path(&key))
+            .arg("--ready-file")
+            .arg(&ready);
+        let mut proc = Proc::spawn("audit system", cmd);
+        let doc: serde_json::Value = wait_until(
+            Duration::from_secs(20),
+            "the audit system's ready file",
+            || {
+                if let Some(status) = proc.try_exit() {
+                    panic!("audit system exited with {status}:\n{}", proc.stderr());
+                }
+                std::fs::read(&ready)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+            },
+        );
+        Audit {
+            proc,
+            url: doc["url"].as_str().expect("url").to_owned(),
+            db,
+        }
+    }
+
+    /// Runs a fault command and waits for its answer.
+    pub(crate) fn command(&mut self, line: &str) {
+        let before = self.proc.stdout_lines().len();
+        self.proc.send_line(line);
+        let answer = wait_until(
+            Duration::from_secs(10),
+            &format!("the audit system to answer '{line}'"),
+            || {
+                self.proc
+                    .stdout_lines()
+                    .into_iter()
+                    .skip(before)
+                    .find(|l| l.starts_with("ok ") || l.starts_with("error"))
+            },
+        );
+        assert!(
+            answer.starts_with("ok "),
+            "audit system refused '{line}': {answer}"
+        );
+    }
+
+    /// The records it holds, in order.
+    pub(crate) fn records(&self) -> Vec<sealwatch_agent::evidence::EvidenceRecord> {
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            &self.db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return Vec::new();
+        };
+        let Ok(mut stmt) = conn.prepare("SELECT record FROM records ORDER BY seq") else {
+            return Vec::new();
+        };
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map(|rows| rows.filter_map(Result::ok).collect::<Vec<_>>())
+            .unwrap_or_default();
+        rows.iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect()
+    }
+
+    /// The `[uplink.audit]` section pointing at it.
+    pub(crate) fn uplink_toml(&self) -> String {
+        format!("\n[uplink.audit]\nurl = \"{}\"\ntoken = \"t0k3n\"\nbatch_records = 50\ntimeout_ms = 2000\nretry_max_ms = 1000\n", self.url)
+    }
+}
+
+/// Every evidence record in an agent database.
+pub(crate) fn evidence_of(db: &Path) -> Vec<sealwatch_agent::evidence::EvidenceRecord> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    Store::open_read_only(db)
+        .and_then(|s| s.evidence_range(1, 1 << 40))
+        .unwrap_or_default()
 }

@@ -67,6 +67,7 @@ address = 4
         ),
     )
     .unwrap();
+    crate::harness::ensure_key(dir.path());
     let _agent = start_agent(&config);
     let db = dir.path().join("site.db");
     let value_of = |point: &str| -> Option<f64> {

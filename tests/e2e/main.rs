@@ -1,7 +1,10 @@
 //! End-to-end tests: the simulated plant, independent Modbus peers and the agent run as separate
 //! processes; assertions read what the agent stored.
 
+mod evidence;
 mod harness;
 mod interop;
+mod operators;
 mod polling;
+mod rtu;
 mod rules;

@@ -279,6 +279,46 @@ pub struct SiteConfig {
     pub furnaces: Vec<FurnaceConfig>,
     /// Thresholds of the compliance rules.
     pub rules: RuleSettings,
+    /// The evidence chain.
+    pub evidence: EvidenceSettings,
+    /// The audit system uplink, if configured.
+    pub audit_uplink: Option<AuditUplinkConfig>,
+}
+
+/// `[evidence]`, validated.
+#[derive(Debug, Clone)]
+pub struct EvidenceSettings {
+    /// Signing key file.
+    pub key_file: PathBuf,
+    /// How long acknowledged evidence is kept.
+    pub retention: Duration,
+}
+
+/// `[uplink.audit]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuditUplinkConfig {
+    /// Base URL without a trailing slash.
+    pub url: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Records per request.
+    pub batch_records: usize,
+    /// Timeout per request.
+    pub timeout: Duration,
+    /// gzip request bodies.
+    pub gzip: bool,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+}
+
+/// Whether `url` is `http://` to a loopback host.
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]") || host.starts_with("127.")
 }
 
 /// Reads and validates a configuration file and the profiles it uses.
@@ -564,6 +604,39 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         issues.push(rules_path.key("nmhc_single_limit_mg_m3"), format!("the single-value limit {} is below the hourly limit {}; GB 37822 sets the single-value limit higher (30 vs 10, 20 vs 6)", rules.nmhc_single_limit, rules.nmhc_hourly_limit));
     }
 
+    // [evidence] and [uplink.audit]
+    let ev_path = root.key("evidence");
+    let evidence = EvidenceSettings {
+        key_file: base_dir.join(raw.evidence.key_file.as_deref().unwrap_or("sealwatch.key")),
+        retention: Duration::from_secs(
+            ranged(
+                &mut issues,
+                &ev_path.key("retention_days"),
+                raw.evidence.retention_days,
+                1095,
+                1095,
+                36_500,
+                "days",
+            ) as u64
+                * 86_400,
+        ),
+    };
+    let audit_uplink = raw.uplink.audit.map(|a| {
+        let path = root.key("uplink").key("audit");
+        let url = a.url.trim_end_matches('/').to_owned();
+        if !(url.starts_with("https://") || loopback_http(&url)) {
+            issues.push(path.key("url"), format!("'{url}' must be an https:// URL (plain http:// is only allowed to this machine, 127.0.0.1 or localhost)"));
+        }
+        AuditUplinkConfig {
+            url,
+            token: a.token,
+            batch_records: ranged(&mut issues, &path.key("batch_records"), a.batch_records, 500, 1, 10_000, "records") as usize,
+            timeout: Duration::from_millis(ranged(&mut issues, &path.key("timeout_ms"), a.timeout_ms, 30_000, 100, 300_000, "ms") as u64),
+            gzip: a.gzip.unwrap_or(true),
+            retry_max: Duration::from_millis(ranged(&mut issues, &path.key("retry_max_ms"), a.retry_max_ms, 60_000, 1000, 3_600_000, "ms") as u64),
+        }
+    });
+
     // [[buses]]
     let mut buses = Vec::new();
     let mut bus_index: HashMap<String, usize> = HashMap::new();
@@ -767,6 +840,8 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         devices,
         furnaces,
         rules,
+        evidence,
+        audit_uplink,
     }
 }
 

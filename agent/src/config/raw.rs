@@ -22,6 +22,12 @@ pub struct RawConfig {
     /// Thresholds of the compliance rules.
     #[serde(default)]
     pub rules: RawRules,
+    /// The evidence chain: signing key and retention.
+    #[serde(default)]
+    pub evidence: RawEvidence,
+    /// Where evidence and data are delivered.
+    #[serde(default)]
+    pub uplink: RawUplinks,
     /// Folder with device profiles (`<name>.toml`), relative to this file. Default `profiles`.
     pub profiles_dir: Option<String>,
     /// Field buses: a Modbus TCP endpoint (or gateway) or an RS-485 serial line.
@@ -90,6 +96,45 @@ pub struct RawRules {
     pub stale_after_s: Option<i64>,
     /// Longest both lid switches may be off while the lid travels, s (1–600). Default 10.
     pub lid_travel_s: Option<i64>,
+}
+
+/// `[evidence]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvidence {
+    /// Ed25519 signing key made by `sealwatch keygen`, relative to this file. Default
+    /// `sealwatch.key`. Must be readable by its owner only (mode 0600).
+    pub key_file: Option<String>,
+    /// How long evidence is kept after the audit system acknowledged it, days (≥ 1095, three
+    /// years, GB 37822 §10.4). Default 1095.
+    pub retention_days: Option<i64>,
+}
+
+/// `[uplink]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUplinks {
+    /// The audit system that receives the evidence chain.
+    pub audit: Option<RawAuditUplink>,
+}
+
+/// `[uplink.audit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditUplink {
+    /// Base URL, `https://…` (plain `http://` only to this machine, for tests).
+    pub url: String,
+    /// Bearer token the audit system gave this site.
+    pub token: Option<String>,
+    /// Records per request (1–10000). Default 500.
+    pub batch_records: Option<i64>,
+    /// Timeout of each request, ms (100–300000). Default 30000.
+    pub timeout_ms: Option<i64>,
+    /// Compress request bodies with gzip. Default true.
+    pub gzip: Option<bool>,
+    /// Longest wait between retries while the audit system is unreachable, ms (1000–3600000).
+    /// Retries back off exponentially from 0.5 s up to this, with jitter. Default 60000.
+    pub retry_max_ms: Option<i64>,
 }
 
 /// `[[buses]]`

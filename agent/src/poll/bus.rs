@@ -1,16 +1,31 @@
 //! One task per bus: owns the connection, runs the poll schedule of the bus's devices.
 //!
+//! The schedule, the degrade/probe bookkeeping, the readings and the device health are the same
+//! for every transport; only how one read travels differs. That part is a [`Link`]: Modbus TCP
+//! through tokio-modbus ([`TcpLink`]) or Modbus RTU on a serial line (`super::rtu::RtuLink`).
+//!
 //! Invariants:
-//! - Every request has a timeout (tokio-modbus has none of its own).
-//! - After a timeout the connection is dropped and reopened, so a late reply can never be taken
-//!   as the answer to the next request.
+//! - Every request has a timeout (the link enforces it; tokio-modbus has none of its own).
+//! - A link that a fault made untrustworthy ([`Link::survives`] is false) is closed and reopened,
+//!   so a late reply can never be taken as the answer to the next request. TCP drops the
+//!   connection after a timeout, I/O error or bad frame; RTU keeps its port (it flushes input and
+//!   checks unit, function and length instead) and reopens it only after an I/O error.
 //! - A device that fails `degrade_after` polls in a row is degraded: its points get `Degraded`
 //!   fault readings on schedule without any I/O, and it is probed once per `probe_interval`. So a
 //!   dead device costs one timeout per probe period, not per sweep, and never stalls the others.
-//! - A failed connect is retried with capped, jittered exponential backoff; while disconnected the
-//!   bus's devices get `NotConnected` fault readings on schedule (the record shows the gap).
+//! - A failed connect (or port open) is retried with capped, jittered exponential backoff; while
+//!   disconnected the bus's devices get `NotConnected` fault readings on schedule (the record
+//!   shows the gap).
+//! - After a timeout on a link that stays open (RTU), the device is not asked again for one more
+//!   timeout: a reply up to twice the timeout late lands in another device's exchange or on an
+//!   idle line and is discarded, never in this device's next exchange, whose function and length
+//!   it would fit. (Later than that, no master can tell it from an answer: the protocol has no
+//!   transaction ids. Degrading makes that rare: a dead device is asked once per probe period.)
 //! - A merged read refused with exception 02 (illegal data address) switches that device to one
 //!   read per point, once, and is retried immediately.
+//! - Frames a link heard but discarded (wrong unit, function or length, bad CRC) are counted
+//!   against the device whose unit they carry, if it is on this bus, else against the device
+//!   being polled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use super::decode::decode_point;
 use super::plan::{plan_reads, split_per_point, ReadRequest};
 use super::reading::{Fault, Outcome, Reading};
+use super::rtu::serial_link;
 use super::PointTable;
 use crate::clock::now_ms;
 use crate::config::profile::{Profile, Table};
@@ -67,24 +83,92 @@ impl Backoff {
 }
 
 /// One device's schedule and plan on its bus.
-struct Scheduled {
-    device: usize,
-    name: String,
-    unit: u8,
-    profile: Arc<Profile>,
-    reads: Arc<[ReadRequest]>,
-    split: bool,
-    interval: Duration,
-    next_due: Instant,
-    consecutive_failures: u32,
-    degraded_until: Option<Instant>,
+pub(crate) struct Scheduled {
+    pub(crate) device: usize,
+    pub(crate) name: String,
+    pub(crate) unit: u8,
+    pub(crate) profile: Arc<Profile>,
+    pub(crate) reads: Arc<[ReadRequest]>,
+    pub(crate) split: bool,
+    pub(crate) interval: Duration,
+    pub(crate) next_due: Instant,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) degraded_until: Option<Instant>,
+    /// Not to be asked again before this: after a timeout on a kept link, its late reply may
+    /// still come, and must land while another device is asked (or the line is idle), where it
+    /// is discarded, not in this device's next exchange, where it would fit.
+    pub(crate) hold_until: Option<Instant>,
+}
+
+impl Scheduled {
+    /// Device `device` with `unit`, `profile` and `interval`, due now.
+    pub(crate) fn new(
+        device: usize,
+        name: &str,
+        unit: u8,
+        profile: Arc<Profile>,
+        interval: Duration,
+        max_gap: u16,
+    ) -> Self {
+        Scheduled {
+            device,
+            name: name.to_owned(),
+            unit,
+            reads: plan_reads(&profile.points, max_gap).into(),
+            profile,
+            split: false,
+            interval,
+            next_due: Instant::now(),
+            consecutive_failures: 0,
+            degraded_until: None,
+            hold_until: None,
+        }
+    }
 }
 
 /// What one request gave.
-enum ReadResult {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ReadResult {
+    /// The registers (bits as 0/1), at least as many as asked for.
     Words(Vec<u16>),
+    /// A Modbus exception code from the device.
     Exception(u8),
+    /// No usable answer, and why.
     Fault(Fault, String),
+}
+
+/// A frame a link heard and threw away instead of taking it as an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Discarded {
+    /// Unit id the frame carried (for a bad CRC: the unit being polled).
+    pub(crate) unit: u8,
+    /// The CRC did not check (else: wrong unit, function or length, or a late reply).
+    pub(crate) crc: bool,
+    /// In words, with the values.
+    pub(crate) why: String,
+}
+
+/// How the requests of one bus travel: a TCP connection or a serial line.
+///
+/// `async fn` in a crate-private trait: every implementation is known here, and the bus tasks
+/// are spawned with concrete links, so their futures are checked to be `Send` there.
+pub(crate) trait Link {
+    /// Where the link goes (`host:port`, `/dev/ttyUSB0`), for logs and errors.
+    fn target(&self) -> &str;
+    /// Whether the connection or port is open.
+    fn is_open(&self) -> bool;
+    /// Opens the connection or port; `unit` is the first device to be polled.
+    async fn open(&mut self, unit: u8, timeout: Duration) -> Result<(), String>;
+    /// Closes it (the next poll reopens it).
+    fn close(&mut self);
+    /// Reads `read` from `unit`, waiting at most `timeout` for the answer.
+    async fn read(&mut self, unit: u8, read: &ReadRequest, timeout: Duration) -> ReadResult;
+    /// Whether the link may be used again after a read failed with `fault`.
+    fn survives(&self, fault: Fault) -> bool;
+    /// Frames discarded since the last call.
+    fn take_discarded(&mut self) -> Vec<Discarded> {
+        Vec::new()
+    }
 }
 
 /// Runs every bus of `config` until `stop` is cancelled. Readings go to `out`.
@@ -102,17 +186,15 @@ pub fn spawn_buses(
             .iter()
             .enumerate()
             .filter(|(_, d)| d.bus == b)
-            .map(|(i, d)| Scheduled {
-                device: i,
-                name: d.name.clone(),
-                unit: d.unit.get(),
-                profile: d.profile.clone(),
-                reads: plan_reads(&d.profile.points, bus.max_gap).into(),
-                split: false,
-                interval: d.poll_interval,
-                next_due: Instant::now(),
-                consecutive_failures: 0,
-                degraded_until: None,
+            .map(|(i, d)| {
+                Scheduled::new(
+                    i,
+                    &d.name,
+                    d.unit.get(),
+                    d.profile.clone(),
+                    d.poll_interval,
+                    bus.max_gap,
+                )
             })
             .collect();
         if devices.is_empty() {
@@ -120,37 +202,53 @@ pub fn spawn_buses(
         }
         match &bus.transport {
             Transport::Tcp { address } => {
-                let poller = TcpBus {
-                    bus: bus.clone(),
+                let link = TcpLink {
                     address: address.clone(),
-                    devices,
-                    points: points.clone(),
-                    state: state.clone(),
-                    out: out.clone(),
+                    ctx: None,
                 };
+                let poller = BusPoller::new(bus.clone(), link, devices, points, state, out);
                 tasks.push(tokio::spawn(poller.run(stop.clone())));
             }
             Transport::Rtu(serial) => {
-                tracing::warn!(bus = %bus.name, port = %serial.port, devices = devices.len(),
-                    "Modbus RTU polling is not available in this version; the devices on this bus are not polled");
+                let link = serial_link(serial);
+                let poller = BusPoller::new(bus.clone(), link, devices, points, state, out);
+                tasks.push(tokio::spawn(poller.run(stop.clone())));
             }
         }
     }
     tasks
 }
 
-struct TcpBus {
+/// The schedule of one bus over one link.
+pub(crate) struct BusPoller<L> {
     bus: BusConfig,
-    address: String,
+    link: L,
     devices: Vec<Scheduled>,
     points: Arc<PointTable>,
     state: PlantState,
     out: mpsc::Sender<Vec<Reading>>,
 }
 
-impl TcpBus {
-    async fn run(mut self, stop: CancellationToken) {
-        let mut ctx: Option<Context> = None;
+impl<L: Link> BusPoller<L> {
+    pub(crate) fn new(
+        bus: BusConfig,
+        link: L,
+        devices: Vec<Scheduled>,
+        points: &Arc<PointTable>,
+        state: &PlantState,
+        out: &mpsc::Sender<Vec<Reading>>,
+    ) -> Self {
+        BusPoller {
+            bus,
+            link,
+            devices,
+            points: points.clone(),
+            state: state.clone(),
+            out: out.clone(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut reconnect_at = Instant::now();
         let mut connect_error_logged = false;
@@ -182,11 +280,14 @@ impl TcpBus {
                 }
                 continue;
             }
-            if ctx.is_none() && now >= reconnect_at {
-                match connect(&self.address, self.bus.timeout, self.devices[next].unit).await {
-                    Ok(c) => {
-                        tracing::info!(bus = %self.bus.name, address = %self.address, "connected");
-                        ctx = Some(c);
+            if !self.link.is_open() && now >= reconnect_at {
+                match self
+                    .link
+                    .open(self.devices[next].unit, self.bus.timeout)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(bus = %self.bus.name, target = %self.link.target(), "connected");
                         backoff.reset();
                         connect_error_logged = false;
                         self.set_connected(true);
@@ -195,29 +296,31 @@ impl TcpBus {
                         let wait = backoff.next_wait();
                         reconnect_at = Instant::now() + wait;
                         if !connect_error_logged {
-                            tracing::warn!(bus = %self.bus.name, address = %self.address, error = %why,
+                            tracing::warn!(bus = %self.bus.name, target = %self.link.target(), error = %why,
                                 "cannot connect; retrying with backoff (devices on this bus get fault readings meanwhile)");
                             connect_error_logged = true;
                         }
                         self.set_connected(false);
+                        let target = self.link.target().to_owned();
                         self.with_health(next, |h| {
                             h.io_errors += 1;
-                            h.last_error = Some(format!("connect to {}: {why}", h.bus));
+                            h.last_error = Some(format!("connect to {target}: {why}"));
                         });
                     }
                 }
             }
-            let Some(context) = ctx.as_mut() else {
+            if !self.link.is_open() {
                 let readings = self.fault_readings(next, at_ms, Fault::NotConnected);
                 self.reschedule(next, now);
                 if self.out.send(readings).await.is_err() {
                     return;
                 }
                 continue;
-            };
-            let (readings, keep_connection) = self.poll_device(context, next, at_ms).await;
+            }
+            let (readings, keep_connection) = self.poll_device(next, at_ms).await;
             if !keep_connection {
-                ctx = None;
+                self.link.close();
+                self.set_connected(false);
                 reconnect_at = Instant::now();
             }
             self.reschedule(next, now);
@@ -231,6 +334,9 @@ impl TcpBus {
         let d = &mut self.devices[i];
         // Keep the cadence; after falling behind, start again from now instead of bursting.
         d.next_due = (d.next_due + d.interval).max(now);
+        if let Some(hold) = d.hold_until.take() {
+            d.next_due = d.next_due.max(hold);
+        }
     }
 
     fn with_health(&self, i: usize, f: impl FnOnce(&mut crate::state::DeviceHealth)) {
@@ -258,15 +364,30 @@ impl TcpBus {
             .collect()
     }
 
+    /// Counts what the link threw away while device `i` was being read.
+    fn count_discarded(&mut self, i: usize) {
+        for d in self.link.take_discarded() {
+            let owner = self
+                .devices
+                .iter()
+                .position(|s| s.unit == d.unit)
+                .unwrap_or(i);
+            tracing::debug!(bus = %self.bus.name, device = %self.devices[owner].name, "{}", d.why);
+            self.with_health(owner, |h| {
+                if d.crc {
+                    h.crc_errors += 1;
+                } else {
+                    h.bad_frames += 1;
+                }
+                h.last_error = Some(d.why);
+            });
+        }
+    }
+
     /// Polls one device. Returns its readings and whether the connection may be kept.
-    async fn poll_device(
-        &mut self,
-        ctx: &mut Context,
-        i: usize,
-        at_ms: i64,
-    ) -> (Vec<Reading>, bool) {
+    async fn poll_device(&mut self, i: usize, at_ms: i64) -> (Vec<Reading>, bool) {
         let timeout = self.bus.timeout;
-        ctx.set_slave(Slave(self.devices[i].unit));
+        let unit = self.devices[i].unit;
         let mut readings = Vec::new();
         let mut answered = false;
         let mut failure: Option<(Fault, String)> = None;
@@ -275,12 +396,14 @@ impl TcpBus {
         while r < reads.len() {
             let read = &reads[r];
             if let Some((fault, _)) = &failure {
-                // The connection is gone or unreliable: the rest of this device's reads fail too.
+                // The device or the link is unreliable: the rest of this device's reads fail too.
                 self.push_outcome(&mut readings, i, read, at_ms, Outcome::Fault(*fault));
                 r += 1;
                 continue;
             }
-            match read_once(ctx, read, timeout).await {
+            let result = self.link.read(unit, read, timeout).await;
+            self.count_discarded(i);
+            match result {
                 ReadResult::Words(words) => {
                     answered = true;
                     let d = &self.devices[i];
@@ -367,10 +490,13 @@ impl TcpBus {
                 h.last_ok_ms = Some(at_ms);
             }
         });
-        let keep = !matches!(
-            failure,
-            Some((Fault::Timeout | Fault::Io | Fault::BadFrame, _))
-        );
+        let keep = match &failure {
+            Some((fault, _)) => self.link.survives(*fault),
+            None => true,
+        };
+        if keep && matches!(failure, Some((Fault::Timeout, _))) {
+            self.devices[i].hold_until = Some(Instant::now() + timeout);
+        }
         (readings, keep)
     }
 
@@ -391,6 +517,44 @@ impl TcpBus {
                 (None, None),
             ));
         }
+    }
+}
+
+/// Modbus TCP through tokio-modbus: one connection per bus, the unit id set per request.
+pub(crate) struct TcpLink {
+    address: String,
+    ctx: Option<Context>,
+}
+
+impl Link for TcpLink {
+    fn target(&self) -> &str {
+        &self.address
+    }
+
+    fn is_open(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    async fn open(&mut self, unit: u8, timeout: Duration) -> Result<(), String> {
+        self.ctx = Some(connect(&self.address, timeout, unit).await?);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.ctx = None;
+    }
+
+    async fn read(&mut self, unit: u8, read: &ReadRequest, timeout: Duration) -> ReadResult {
+        let Some(ctx) = self.ctx.as_mut() else {
+            return ReadResult::Fault(Fault::NotConnected, "not connected".to_owned());
+        };
+        ctx.set_slave(Slave(unit));
+        read_once(ctx, read, timeout).await
+    }
+
+    fn survives(&self, fault: Fault) -> bool {
+        // A reply may still be on its way: only a new connection is sure not to carry it.
+        !matches!(fault, Fault::Timeout | Fault::Io | Fault::BadFrame)
     }
 }
 

@@ -1,9 +1,10 @@
-//! Polling field devices: request plans, decoding, and one task per bus.
+//! Polling field devices: request plans, decoding, and one task per bus (Modbus TCP or RTU).
 
 pub mod bus;
 pub mod decode;
 pub mod plan;
 pub mod reading;
+pub mod rtu;
 
 use crate::config::SiteConfig;
 use reading::PointId;

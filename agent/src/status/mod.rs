@@ -1,22 +1,43 @@
-//! The local status page and its JSON API (`GET /api/state`), served on 127.0.0.1 by default.
+//! The local status page and its JSON API, served on 127.0.0.1 by default.
 //!
-//! Handlers only read a [`PlantState`] snapshot; they never touch the pipeline or the database,
-//! so a slow browser cannot stall polling.
+//! Routes (documented field by field in the README, "Status page and JSON API"):
+//! - `GET /` — the page (HTML, CSS and JS embedded in the binary; no build step, no CDN);
+//! - `GET /api/state` — the live [`StatusView`];
+//! - `GET /api/events` — server-sent events: the same document as event `state`, once a second
+//!   and at once when the rules conclude something;
+//! - `GET /api/history?hours=N` — seal timeline per bin and NMHC minute trend ([`history`]);
+//! - `GET /metrics` — Prometheus text format ([`crate::telemetry::metrics_text`]);
+//! - `GET /healthz` — `ok`.
+//!
+//! Invariants: handlers only read a [`PlantState`] snapshot or open the database read-only on a
+//! blocking thread; they never touch the pipeline, so a slow browser cannot stall polling. Every
+//! event stream ends when the agent stops, so shutdown never waits on a browser.
 
+pub mod client;
+pub mod history;
+pub mod table;
+
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::SiteConfig;
 use crate::poll::reading::{Flag, Outcome, Reading};
 use crate::poll::PointTable;
-use crate::state::{DeviceHealth, PlantState};
+use crate::rules::{Output, SealState};
+use crate::state::{DeviceHealth, PlantSnapshot, PlantState};
 
 /// Why the status page could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +56,11 @@ struct Shared {
     config: SiteConfig,
     points: Arc<PointTable>,
     state: PlantState,
+    stop: CancellationToken,
 }
 
 /// A point's latest value as shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointView {
     /// Value, if the last reading had one.
     pub value: Option<f64>,
@@ -50,13 +72,35 @@ pub struct PointView {
     pub at_ms: i64,
 }
 
+/// The last completed charging cycle of a bin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CycleView {
+    /// First opening, ms.
+    pub started_ms: i64,
+    /// Everything closed again, ms.
+    pub ended_ms: i64,
+    /// Material level when the gate opened, mm.
+    pub level_at_gate_open_mm: Option<f64>,
+    /// No breach during the cycle.
+    pub seal_held: bool,
+    /// Data was unknown during part of the cycle.
+    pub interrupted: bool,
+}
+
 /// One coal bin as shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BinView {
+    /// `furnace/bin`, as in rule outputs and sim commands.
+    pub key: String,
     /// Bin name.
     pub name: String,
     /// Seal node device.
     pub device: String,
+    /// Lid position from its two switches: `closed`, `open`, `travelling`, `fault` (both on) or
+    /// `unknown` (no valid reading).
+    pub lid: String,
+    /// Charging gate: `open`, `closed` or `unknown`.
+    pub gate: String,
     /// Lid-closed switch.
     pub lid_closed: Option<PointView>,
     /// Lid-open switch.
@@ -69,25 +113,67 @@ pub struct BinView {
     pub seal_level_min_mm: u32,
     /// Seal state reported by the node (`sealed`, `charging`, `breach`, `unknown`).
     pub node_seal_state: String,
-    /// Seal state as the agent's rules judge it.
+    /// Seal state as the agent's rules judge it (`sealed`, `charging`, `breach`, `unknown`).
     pub seal_state: String,
     /// Since when, ms.
     pub seal_state_since_ms: Option<i64>,
+    /// The last completed charging cycle.
+    pub last_cycle: Option<CycleView>,
+}
+
+/// An NMHC minute value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinuteView {
+    /// Minute start, ms.
+    pub minute_ms: i64,
+    /// Mean of the valid samples, mg/m³.
+    pub avg: Option<f64>,
+    /// Largest valid sample, mg/m³.
+    pub max: Option<f64>,
+    /// HJ 212 flag (N or D).
+    pub flag: char,
+}
+
+/// A closed NMHC hour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HourView {
+    /// Hour start, ms.
+    pub hour_ms: i64,
+    /// Mean of the valid minutes (valid hours only), mg/m³.
+    pub avg: Option<f64>,
+    /// Valid minutes.
+    pub valid_minutes: u32,
+    /// N for a valid hour, else D.
+    pub flag: char,
+    /// Valid hour above the hourly limit.
+    pub exceeded: bool,
 }
 
 /// One analyzer as shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnalyzerView {
+    /// `furnace/analyzer`.
+    pub key: String,
     /// Name.
     pub name: String,
     /// Device.
     pub device: String,
-    /// NMHC, mg/m³.
+    /// NMHC now, mg/m³.
     pub nmhc: Option<PointView>,
+    /// Start of the current local hour, ms.
+    pub hour_start_ms: i64,
+    /// Running average of this hour's valid minutes so far, mg/m³.
+    pub hour_avg: Option<f64>,
+    /// Valid minutes so far this hour.
+    pub hour_valid_minutes: u32,
+    /// The last closed minute.
+    pub last_minute: Option<MinuteView>,
+    /// The last closed hour.
+    pub last_hour: Option<HourView>,
 }
 
 /// One furnace as shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FurnaceView {
     /// Name.
     pub name: String,
@@ -97,21 +183,42 @@ pub struct FurnaceView {
     pub analyzers: Vec<AnalyzerView>,
 }
 
+/// NMHC limits in force.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LimitsView {
+    /// 1-hour average limit, mg/m³.
+    pub nmhc_hourly_mg_m3: f64,
+    /// Single-value limit, mg/m³.
+    pub nmhc_single_mg_m3: f64,
+}
+
 /// The whole `/api/state` document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
+    /// Where this came from: `agent` (live) or `database` (`sealwatch status` without an agent).
+    pub source: String,
     /// Site id.
     pub site: String,
     /// Plant name.
     pub plant: String,
+    /// When the document was made, ms since epoch.
+    pub now_ms: i64,
+    /// Start time, ms since epoch.
+    pub started_ms: i64,
+    /// NMHC limits.
+    pub limits: LimitsView,
     /// Furnaces.
     pub furnaces: Vec<FurnaceView>,
     /// Device health.
     pub devices: Vec<DeviceHealth>,
+    /// Devices now degraded or disconnected.
+    pub degraded_devices: u32,
     /// Readings since start.
     pub readings_total: u64,
-    /// Start time, ms since epoch.
-    pub started_ms: i64,
+    /// Readings per second lately.
+    pub readings_per_s: f64,
+    /// Evidence records waiting for the audit system; `null` while no uploader runs.
+    pub evidence_backlog: Option<u64>,
 }
 
 fn point_view(reading: Option<Reading>) -> Option<PointView> {
@@ -129,9 +236,94 @@ fn point_view(reading: Option<Reading>) -> Option<PointView> {
     })
 }
 
-/// Builds the status document from a snapshot.
+fn switch(p: &Option<PointView>) -> Option<bool> {
+    p.as_ref()
+        .filter(|p| p.flag == 'N')
+        .and_then(|p| p.value)
+        .map(|v| v != 0.0)
+}
+
+fn lid_text(closed: Option<bool>, open: Option<bool>) -> &'static str {
+    match (closed, open) {
+        (Some(true), Some(false)) => "closed",
+        (Some(false), Some(true)) => "open",
+        (Some(false), Some(false)) => "travelling",
+        (Some(true), Some(true)) => "fault",
+        _ => "unknown",
+    }
+}
+
+fn cycle_view(o: &Output) -> Option<CycleView> {
+    match o {
+        Output::ChargingCycle {
+            started_ms,
+            ended_ms,
+            level_at_gate_open_mm,
+            seal_held,
+            interrupted,
+            ..
+        } => Some(CycleView {
+            started_ms: *started_ms,
+            ended_ms: *ended_ms,
+            level_at_gate_open_mm: *level_at_gate_open_mm,
+            seal_held: *seal_held,
+            interrupted: *interrupted,
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) fn minute_view(o: &Output) -> Option<MinuteView> {
+    match o {
+        Output::NmhcMinute {
+            minute_ms,
+            avg,
+            max,
+            flag,
+            ..
+        } => Some(MinuteView {
+            minute_ms: *minute_ms,
+            avg: *avg,
+            max: *max,
+            flag: flag.letter(),
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) fn hour_view(o: &Output) -> Option<HourView> {
+    match o {
+        Output::NmhcHour {
+            hour_ms,
+            avg,
+            valid_minutes,
+            flag,
+            exceeded,
+            ..
+        } => Some(HourView {
+            hour_ms: *hour_ms,
+            avg: *avg,
+            valid_minutes: *valid_minutes,
+            flag: flag.letter(),
+            exceeded: *exceeded,
+        }),
+        _ => None,
+    }
+}
+
+/// Builds the status document from the live state.
 pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState) -> StatusView {
-    let snap = state.snapshot();
+    view_of_snapshot(config, points, state.snapshot(), now_ms(), "agent")
+}
+
+/// Builds the status document from a snapshot taken at `now`.
+pub fn view_of_snapshot(
+    config: &SiteConfig,
+    points: &PointTable,
+    snap: PlantSnapshot,
+    now: i64,
+    source: &str,
+) -> StatusView {
     let latest = |device: usize, name: &str| -> Option<Reading> {
         let index = config.devices[device]
             .profile
@@ -143,6 +335,7 @@ pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState)
             .copied()
             .flatten()
     };
+    let hour_start = crate::rules::time::hour_start(config.site.time_zone, now);
     let mut bin_index = 0usize;
     let furnaces = config
         .furnaces
@@ -153,6 +346,7 @@ pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState)
                 .bins
                 .iter()
                 .map(|b| {
+                    let key = format!("{}/{}", f.name, b.name);
                     let seal = latest(b.device, "seal_state");
                     let node_seal_state = match seal {
                         Some(r) if r.flag == Flag::N => match r.value().map(|v| v as u16) {
@@ -167,16 +361,28 @@ pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState)
                         .bins
                         .get(bin_index)
                         .copied()
-                        .unwrap_or((crate::rules::SealState::Unknown, None));
+                        .unwrap_or((SealState::Unknown, None));
                     bin_index += 1;
+                    let lid_closed = point_view(latest(b.device, "lid_closed"));
+                    let lid_open = point_view(latest(b.device, "lid_open"));
+                    let gate_open = point_view(latest(b.device, "gate_open"));
+                    let gate = match switch(&gate_open) {
+                        Some(true) => "open",
+                        Some(false) => "closed",
+                        None => "unknown",
+                    };
                     BinView {
+                        lid: lid_text(switch(&lid_closed), switch(&lid_open)).to_owned(),
+                        gate: gate.to_owned(),
                         seal_state: judged.name().to_owned(),
                         seal_state_since_ms: since,
+                        last_cycle: snap.last_cycle.get(&key).and_then(cycle_view),
+                        key,
                         name: b.name.clone(),
                         device: config.devices[b.device].name.clone(),
-                        lid_closed: point_view(latest(b.device, "lid_closed")),
-                        lid_open: point_view(latest(b.device, "lid_open")),
-                        gate_open: point_view(latest(b.device, "gate_open")),
+                        lid_closed,
+                        lid_open,
+                        gate_open,
                         level_mm: point_view(latest(b.device, "level_mm")),
                         seal_level_min_mm: b.seal_level_min_mm,
                         node_seal_state: node_seal_state.to_owned(),
@@ -186,26 +392,145 @@ pub fn status_view(config: &SiteConfig, points: &PointTable, state: &PlantState)
             analyzers: f
                 .analyzers
                 .iter()
-                .map(|a| AnalyzerView {
-                    name: a.name.clone(),
-                    device: config.devices[a.device].name.clone(),
-                    nmhc: point_view(latest(a.device, &a.nmhc_point)),
+                .map(|a| {
+                    let key = format!("{}/{}", f.name, a.name);
+                    let minutes = snap.nmhc_minutes.get(&key);
+                    let this_hour: Vec<f64> = minutes
+                        .into_iter()
+                        .flatten()
+                        .filter_map(minute_view)
+                        .filter(|m| m.minute_ms >= hour_start && m.flag == 'N')
+                        .filter_map(|m| m.avg)
+                        .collect();
+                    let hour_avg = (!this_hour.is_empty())
+                        .then(|| this_hour.iter().sum::<f64>() / this_hour.len() as f64);
+                    AnalyzerView {
+                        name: a.name.clone(),
+                        device: config.devices[a.device].name.clone(),
+                        nmhc: point_view(latest(a.device, &a.nmhc_point)),
+                        hour_start_ms: hour_start,
+                        hour_avg,
+                        hour_valid_minutes: this_hour.len() as u32,
+                        last_minute: minutes.and_then(|m| m.back()).and_then(minute_view),
+                        last_hour: snap.nmhc_last_hour.get(&key).and_then(hour_view),
+                        key,
+                    }
                 })
                 .collect(),
         })
         .collect();
+    let degraded_devices = snap
+        .devices
+        .iter()
+        .filter(|d| d.degraded || !d.connected)
+        .count() as u32;
     StatusView {
+        source: source.to_owned(),
         site: config.site.id.clone(),
         plant: config.site.name.clone(),
+        now_ms: now,
+        started_ms: snap.started_ms,
+        limits: LimitsView {
+            nmhc_hourly_mg_m3: config.rules.nmhc_hourly_limit,
+            nmhc_single_mg_m3: config.rules.nmhc_single_limit,
+        },
         furnaces,
         devices: snap.devices,
+        degraded_devices,
         readings_total: snap.readings_total,
-        started_ms: snap.started_ms,
+        readings_per_s: snap.readings_per_s,
+        evidence_backlog: snap.evidence_backlog,
     }
 }
 
 async fn api_state(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
     Json(status_view(&shared.config, &shared.points, &shared.state))
+}
+
+/// How often the event stream sends the state without a change.
+const EVENT_PERIOD: Duration = Duration::from_secs(1);
+
+async fn api_events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let changes = shared.state.subscribe();
+    let stream = futures_util::stream::unfold(
+        (shared, changes, true),
+        |(shared, mut changes, first)| async move {
+            if !first {
+                tokio::select! {
+                    () = shared.stop.cancelled() => return None,
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep(EVENT_PERIOD) => {}
+                }
+            }
+            if shared.stop.is_cancelled() {
+                return None;
+            }
+            changes.borrow_and_update();
+            let view = status_view(&shared.config, &shared.points, &shared.state);
+            let event = Event::default()
+                .event("state")
+                .json_data(&view)
+                .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
+            Some((Ok(event), (shared, changes, false)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Query of `/api/history`.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    hours: Option<f64>,
+}
+
+async fn api_history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
+    let hours = q.hours.unwrap_or(6.0);
+    if !(hours.is_finite() && hours > 0.0 && hours <= history::MAX_HOURS) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "hours={hours} is out of range; expected 0 < hours <= {}",
+                history::MAX_HOURS
+            ),
+        )
+            .into_response();
+    }
+    let snap_bins = shared.state.snapshot().bins;
+    let shared2 = shared.clone();
+    let now = now_ms();
+    let result = tokio::task::spawn_blocking(move || {
+        history::history(&shared2.config, &snap_bins, now, hours)
+    })
+    .await;
+    match result {
+        Ok(Ok(view)) => Json(view).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Size of the database file and its write-ahead log, bytes.
+pub fn store_file_bytes(path: &std::path::Path) -> Option<u64> {
+    let main = std::fs::metadata(path).ok()?.len();
+    let mut wal = PathBuf::from(path);
+    wal.as_mut_os_string().push("-wal");
+    Some(main + std::fs::metadata(&wal).map_or(0, |m| m.len()))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let snap = shared.state.snapshot();
+    let bytes = store_file_bytes(&shared.config.store.path);
+    let text = crate::telemetry::metrics_text(&snap, bytes, now_ms());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn page() -> impl IntoResponse {
@@ -230,10 +555,14 @@ pub async fn serve(
         config,
         points,
         state,
+        stop: stop.clone(),
     });
     let app = Router::new()
         .route("/", get(page))
         .route("/api/state", get(api_state))
+        .route("/api/events", get(api_events))
+        .route("/api/history", get(api_history))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared);
     let task = tokio::spawn(async move {

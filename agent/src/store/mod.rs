@@ -22,10 +22,16 @@
 //! - **Rule outputs** (seal states, breaches, cycles, NMHC minutes and hours, summaries) are
 //!   committed in the same transaction as the readings they came from, and never dropped or
 //!   pruned for space.
+//! - **Evidence** records are sealed (numbered, hash-chained, signed) inside the same commit as the
+//!   readings and outputs they come from, with `synchronous=FULL`: a record exists durably before
+//!   anyone is told about it, and a crash can lose only records never sealed. The chain head
+//!   advances only after the commit. Records are never pruned for space; after an uplink has
+//!   acknowledged them they are still kept for the evidence retention (3 years by default).
 //! - **Schema.** Versioned migrations (`PRAGMA user_version`); the file is marked with
 //!   `application_id` "SEAL" so another program's database is refused by name, not damaged.
 
 pub mod chunk;
+mod evidence;
 mod schema;
 
 use std::collections::VecDeque;
@@ -99,6 +105,14 @@ pub enum StoreError {
         /// Cause.
         source: chunk::ChunkError,
     },
+    /// The evidence chain cannot be continued.
+    #[error("database {path}: {why}")]
+    Evidence {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The writer task is gone (the agent is stopping).
     #[error("the store writer has stopped")]
     WriterGone,
@@ -168,6 +182,7 @@ pub struct Limits {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    sealer: Option<evidence::Sealer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -192,6 +207,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_owned(),
+            sealer: None,
         };
         schema::migrate(&mut store.conn, path)?;
         Ok(store)
@@ -216,6 +232,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            sealer: None,
         })
     }
 
@@ -233,7 +250,7 @@ impl Store {
         &mut self,
         points: &[(String, Option<String>)],
     ) -> Result<Vec<i64>, StoreError> {
-        let Store { conn, path } = self;
+        let Store { conn, path, .. } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("registering points"))?;
         let mut ids = Vec::with_capacity(points.len());
@@ -254,18 +271,32 @@ impl Store {
 
     /// Commits readings (with their database point ids) in one transaction.
     pub fn append_readings(&mut self, readings: &[(i64, Reading)]) -> Result<(), StoreError> {
-        self.append(readings, &[])
+        self.append(readings, &[], &[])
     }
 
-    /// Commits readings and rule outputs in one transaction.
+    /// Commits readings, rule outputs and evidence in one transaction. With evidence enabled
+    /// ([`Store::enable_evidence`]), every output and every draft becomes a sealed record of the
+    /// chain; the chain head advances only once the commit succeeded.
     pub fn append(
         &mut self,
         readings: &[(i64, Reading)],
         outputs: &[Output],
+        drafts: &[crate::evidence::Draft],
     ) -> Result<(), StoreError> {
-        let Store { conn, path } = self;
+        let Store { conn, path, sealer } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("committing readings"))?;
+        let new_head = match sealer {
+            Some(sealer) => {
+                let all: Vec<crate::evidence::Draft> = outputs
+                    .iter()
+                    .map(crate::evidence::Draft::from_output)
+                    .chain(drafts.iter().cloned())
+                    .collect();
+                Some(evidence::insert_sealed(&tx, path, sealer, &all)?)
+            }
+            None => None,
+        };
         if !outputs.is_empty() {
             let mut insert = tx
                 .prepare_cached(
@@ -289,12 +320,16 @@ impl Store {
                     .map_err(sql("committing readings"))?;
             }
         }
-        tx.commit().map_err(sql("committing readings"))
+        tx.commit().map_err(sql("committing readings"))?;
+        if let (Some(sealer), Some(head)) = (sealer, new_head) {
+            sealer.head = head;
+        }
+        Ok(())
     }
 
     /// Moves committed rows into chunks, then applies retention and the disk budget.
     pub fn compact(&mut self, now_ms: i64, limits: Limits) -> Result<CompactStats, StoreError> {
-        let Store { conn, path } = self;
+        let Store { conn, path, .. } = self;
         let sql = |context| sql_err(path, context);
         let mut stats = CompactStats::default();
         let tx = conn.transaction().map_err(sql("compacting readings"))?;
@@ -523,6 +558,8 @@ impl Store {
 /// Commands to the writer task.
 enum Command {
     Readings(Vec<Reading>, Vec<Output>),
+    Evidence(Vec<crate::evidence::Draft>),
+    Cursor(String, u64),
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
@@ -546,6 +583,26 @@ impl StoreHandle {
     ) -> Result<(), StoreError> {
         self.tx
             .send(Command::Readings(readings, outputs))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues evidence drafts (agent start and stop, device faults …) for sealing in the next
+    /// commit, which happens at once.
+    pub async fn send_evidence(
+        &self,
+        drafts: Vec<crate::evidence::Draft>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::Evidence(drafts))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Records that `uplink` has delivered every record up to `acked_seq`.
+    pub async fn set_cursor(&self, uplink: &str, acked_seq: u64) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::Cursor(uplink.to_owned(), acked_seq))
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -590,6 +647,8 @@ pub fn spawn_writer(
 struct Pending {
     readings: VecDeque<Reading>,
     outputs: Vec<Output>,
+    drafts: Vec<crate::evidence::Draft>,
+    cursors: std::collections::BTreeMap<String, u64>,
     dropped: u64,
 }
 
@@ -603,6 +662,8 @@ async fn writer_loop(
     let mut pending = Pending {
         readings: VecDeque::new(),
         outputs: Vec::new(),
+        drafts: Vec::new(),
+        cursors: std::collections::BTreeMap::new(),
         dropped: 0,
     };
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -625,9 +686,19 @@ async fn writer_loop(
                     if deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + commit_interval);
                     }
-                    if pending.readings.len() < COMMIT_BATCH {
+                    // Verdicts are committed (and so sealed as evidence) at once; plain
+                    // readings wait for the interval or a full batch.
+                    if pending.outputs.is_empty() && pending.readings.len() < COMMIT_BATCH {
                         continue;
                     }
+                }
+                Some(Command::Evidence(drafts)) => pending.drafts.extend(drafts),
+                Some(Command::Cursor(uplink, seq)) => {
+                    pending.cursors.insert(uplink, seq);
+                    if deadline.is_none() {
+                        deadline = Some(tokio::time::Instant::now() + commit_interval);
+                    }
+                    continue;
                 }
                 Some(Command::Flush(ack)) => waiting_flushes.push(ack),
                 None => closed = true,
@@ -645,12 +716,19 @@ async fn writer_loop(
             .collect();
         let compact_now = last_compact.elapsed() >= COMPACT_EVERY || closed;
         let outputs = pending.outputs.clone();
+        let drafts = pending.drafts.clone();
+        let cursors = pending.cursors.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut outcome = if batch.is_empty() && outputs.is_empty() {
+            let mut outcome = if batch.is_empty() && outputs.is_empty() && drafts.is_empty() {
                 Ok(())
             } else {
-                store.append(&batch, &outputs)
+                store.append(&batch, &outputs, &drafts)
             };
+            for (uplink, seq) in &cursors {
+                if outcome.is_ok() {
+                    outcome = store.set_uplink_cursor(uplink, *seq, crate::clock::now_ms());
+                }
+            }
             if outcome.is_ok() && compact_now {
                 outcome = store.compact(crate::clock::now_ms(), limits).map(|stats| {
                     tracing::debug!(?stats, "compacted readings");
@@ -671,7 +749,8 @@ async fn writer_loop(
             Ok(()) => {
                 pending.readings.clear();
                 pending.outputs.clear();
-                pending.outputs.clear();
+                pending.drafts.clear();
+                pending.cursors.clear();
                 deadline = None;
                 if compact_now {
                     last_compact = Instant::now();

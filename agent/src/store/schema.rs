@@ -45,6 +45,24 @@ const MIGRATIONS: &[&str] = &[
          body    TEXT NOT NULL
      );
      CREATE INDEX rule_outputs_by_time ON rule_outputs(at_ms);",
+    // 3: the evidence chain and the uplinks' acknowledged positions.
+    "CREATE TABLE evidence (
+         seq       INTEGER PRIMARY KEY,
+         site      TEXT NOT NULL,
+         at_ms     INTEGER NOT NULL,
+         kind      TEXT NOT NULL,
+         subject   TEXT NOT NULL,
+         body      TEXT NOT NULL,
+         prev_hash TEXT NOT NULL,
+         hash      TEXT NOT NULL,
+         signature TEXT NOT NULL
+     );
+     CREATE INDEX evidence_by_time ON evidence(at_ms);
+     CREATE TABLE uplink_cursors (
+         uplink     TEXT PRIMARY KEY,
+         acked_seq  INTEGER NOT NULL,
+         updated_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Newest schema version.

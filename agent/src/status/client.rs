@@ -1,0 +1,211 @@
+//! Reading the status of a running agent (`sealwatch status`), or, when none answers, of its
+//! database.
+//!
+//! The agent's API is plain HTTP/1.1 on a local address, so a minimal blocking client over
+//! `std::net::TcpStream` is enough: one `GET`, `Connection: close`, the body read to the end.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::config::SiteConfig;
+use crate::poll::reading::{PointId, Reading};
+use crate::poll::PointTable;
+use crate::rules::SealState;
+use crate::state::{DeviceHealth, PlantState};
+use crate::store::{Store, StoreError};
+
+use super::StatusView;
+
+/// Why the status could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `http://host:port[/]`.
+    #[error(
+        "'{0}' is not a status address; expected http://host:port, e.g. http://127.0.0.1:8080"
+    )]
+    Url(String),
+    /// No connection, or the connection broke.
+    #[error("cannot reach the agent at {url}: {source}")]
+    Io {
+        /// Where.
+        url: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The agent answered something else than the document.
+    #[error("unexpected answer from {url}: {why}")]
+    Answer {
+        /// Where.
+        url: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// The database could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Splits `http://host:port[/...]` into the socket address and `host:port`.
+fn parse_url(url: &str) -> Result<(SocketAddr, String), ClientError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let addr = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+    Ok((addr, hostport.to_owned()))
+}
+
+/// `GET base + path`; returns the status code and body.
+pub fn http_get(base: &str, path: &str, timeout: Duration) -> Result<(u16, String), ClientError> {
+    let (addr, host) = parse_url(base)?;
+    let io = |source| ClientError::Io {
+        url: base.to_owned(),
+        source,
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(io)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| ClientError::Answer {
+            url: base.to_owned(),
+            why: "no HTTP header".to_owned(),
+        })?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| ClientError::Answer {
+            url: base.to_owned(),
+            why: format!("bad status line '{}'", head.lines().next().unwrap_or("")),
+        })?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The live status document of the agent at `base` (`http://host:port`).
+pub fn fetch_state(base: &str) -> Result<StatusView, ClientError> {
+    let (code, body) = http_get(base, "/api/state", Duration::from_secs(3))?;
+    if code != 200 {
+        return Err(ClientError::Answer {
+            url: base.to_owned(),
+            why: format!("HTTP {code}"),
+        });
+    }
+    serde_json::from_str(&body).map_err(|e| ClientError::Answer {
+        url: base.to_owned(),
+        why: format!("not a status document: {e}"),
+    })
+}
+
+/// How far back the database view looks for the latest readings.
+const DB_LOOKBACK_MS: i64 = 15 * 60_000;
+
+/// A status document built from the database alone (no agent running): the latest reading of
+/// each point in the last 15 minutes and the last judged state of each bin.
+pub fn view_from_database(config: &SiteConfig) -> Result<StatusView, ClientError> {
+    let points = PointTable::new(config);
+    let store = Store::open_read_only(&config.store.path)?;
+    let now = now_ms();
+    let mut snap = PlantState::new(Vec::new(), points.points.len(), 0).snapshot();
+    for (i, p) in points.points.iter().enumerate() {
+        let last = store.readings(&p.key, now - DB_LOOKBACK_MS, now)?.pop();
+        if let Some(s) = last {
+            snap.latest[i] = Some(Reading {
+                at_ms: s.at_ms,
+                point: PointId(i as u32),
+                outcome: s.outcome,
+                flag: s.flag,
+            });
+        }
+    }
+    let transitions: Vec<serde_json::Value> = store
+        .outputs(i64::MIN, now, Some("seal_state"))?
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for f in &config.furnaces {
+        for b in &f.bins {
+            let key = format!("{}/{}", f.name, b.name);
+            let last = transitions.iter().rev().find(|o| o["bin"] == key.as_str());
+            snap.bins.push(match last {
+                Some(o) => (
+                    match o["to"].as_str() {
+                        Some("sealed") => SealState::Sealed,
+                        Some("charging") => SealState::Charging,
+                        Some("breach") => SealState::Breach,
+                        _ => SealState::Unknown,
+                    },
+                    o["at_ms"].as_i64(),
+                ),
+                None => (SealState::Unknown, None),
+            });
+        }
+    }
+    let cycles: Vec<serde_json::Value> = store
+        .outputs(now - 24 * 3_600_000, now, Some("charging_cycle"))?
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    snap.devices = config
+        .devices
+        .iter()
+        .map(|d| DeviceHealth {
+            name: d.name.clone(),
+            bus: config.buses[d.bus].name.clone(),
+            unit: d.unit.get(),
+            ..DeviceHealth::default()
+        })
+        .collect();
+    let mut view = super::view_of_snapshot(config, &points, snap, now, "database");
+    for bin in view.furnaces.iter_mut().flat_map(|f| f.bins.iter_mut()) {
+        let last = cycles.iter().rev().find(|o| o["bin"] == bin.key.as_str());
+        bin.last_cycle = last.and_then(|o| {
+            Some(super::CycleView {
+                started_ms: o["started_ms"].as_i64()?,
+                ended_ms: o["ended_ms"].as_i64()?,
+                level_at_gate_open_mm: o["level_at_gate_open_mm"].as_f64(),
+                seal_held: o["seal_held"].as_bool()?,
+                interrupted: o["interrupted"].as_bool().unwrap_or(false),
+            })
+        });
+    }
+    Ok(view)
+}

@@ -1,0 +1,150 @@
+//! The audit system refuses tampered, reordered, foreign-key and out-of-step uploads, naming the
+//! record, and takes duplicates calmly.
+
+use super::*;
+use ed25519_dalek::SigningKey;
+use sealwatch_agent::evidence::{seal, Draft, Head};
+
+fn chain(key: &SigningKey, n: usize) -> Vec<EvidenceRecord> {
+    let drafts: Vec<Draft> = (0..n)
+        .map(|i| {
+            Draft::new(
+                1_767_225_600_000 + i as i64 * 1000,
+                "seal_state",
+                "F1/B1",
+                &serde_json::json!({ "i": i }),
+            )
+        })
+        .collect();
+    seal("site-a", key, Head::EMPTY, &drafts).unwrap().0
+}
+
+fn receiver(dir: &tempfile::TempDir, key: &SigningKey) -> Receiver {
+    Receiver::open(
+        &dir.path().join("audit.db"),
+        "site-a",
+        key.verifying_key(),
+        None,
+    )
+    .unwrap()
+}
+
+fn batch(key: &SigningKey, records: &[EvidenceRecord]) -> UploadBatch {
+    UploadBatch {
+        site: "site-a".into(),
+        public_key: hex::encode(key.verifying_key().to_bytes()),
+        records: records.to_vec(),
+    }
+}
+
+#[test]
+fn accepts_in_order_and_ignores_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let records = chain(&key, 10);
+    let mut r = receiver(&dir, &key);
+    assert_eq!(r.receive(&batch(&key, &records[..6])).1.stored_through, 6);
+    let (status, answer) = r.receive(&batch(&key, &records[3..]));
+    assert_eq!(
+        (status, answer.stored_through),
+        (StatusCode::OK, 10),
+        "overlap is harmless"
+    );
+    assert_eq!(r.records(), records);
+}
+
+#[test]
+fn a_gap_answers_409_with_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let records = chain(&key, 10);
+    let mut r = receiver(&dir, &key);
+    r.receive(&batch(&key, &records[..4]));
+    let (status, answer) = r.receive(&batch(&key, &records[6..]));
+    assert_eq!((status, answer.stored_through), (StatusCode::CONFLICT, 4));
+}
+
+#[test]
+fn tampering_is_refused_naming_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let records = chain(&key, 6);
+    let cases: Vec<(&str, Vec<EvidenceRecord>, u64)> = vec![
+        (
+            "changed byte",
+            {
+                let mut v = records.clone();
+                v[3].body = v[3].body.replace("3", "4");
+                v
+            },
+            4,
+        ),
+        (
+            "deleted record",
+            {
+                let mut v = records.clone();
+                v.remove(2);
+                v
+            },
+            0,
+        ),
+        (
+            "reordered pair",
+            {
+                let mut v = records.clone();
+                v.swap(1, 2);
+                v
+            },
+            0,
+        ),
+        (
+            "another key",
+            chain(&SigningKey::from_bytes(&[2; 32]), 6),
+            1,
+        ),
+    ];
+    for (what, tampered, seq) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::open(
+            &dir.path().join("audit.db"),
+            "site-a",
+            key.verifying_key(),
+            None,
+        )
+        .unwrap();
+        let (status, answer) = r.receive(&batch(&key, &tampered));
+        assert_ne!(status, StatusCode::OK, "{what}");
+        if seq > 0 {
+            assert_eq!(answer.seq, Some(seq), "{what}: {answer:?}");
+        }
+        assert!(answer.error.is_some(), "{what}");
+    }
+    drop(dir);
+}
+
+#[test]
+fn a_record_differing_from_a_stored_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let records = chain(&key, 5);
+    let mut r = receiver(&dir, &key);
+    r.receive(&batch(&key, &records));
+    let mut altered = records.clone();
+    altered[2].hash = "00".repeat(32);
+    let (status, answer) = r.receive(&batch(&key, &altered[..3]));
+    assert_eq!(
+        (status, answer.seq),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(3))
+    );
+}
+
+#[test]
+fn forgetting_lowers_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let records = chain(&key, 8);
+    let mut r = receiver(&dir, &key);
+    r.receive(&batch(&key, &records));
+    assert_eq!(r.forget(3).unwrap().seq, 5);
+    assert_eq!(r.receive(&batch(&key, &records[5..])).1.stored_through, 8);
+}
