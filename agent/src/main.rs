@@ -460,6 +460,17 @@ fn verify_evidence(
     let key = sign::load_public(&key_file)?;
     let store = sealwatch_agent::store::Store::open_read_only(&db)?;
     let mut head = Head::EMPTY;
+    // Records past their retention may have been deleted: check from the first one kept.
+    if let Some(first) = store.evidence_range(0, 1)?.first() {
+        if first.seq > 1 {
+            head = verify::head_before(first)
+                .context("the first record kept has a malformed prev_hash")?;
+            println!(
+                "records before {} were deleted after their retention; checking from there",
+                first.seq
+            );
+        }
+    }
     let mut site: Option<String> = cfg.map(|c| c.site.id);
     loop {
         let batch = store.evidence_range(head.seq + 1, 10_000)?;

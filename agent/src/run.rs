@@ -101,6 +101,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
     let limits = Limits {
         raw_retention: config.store.raw_retention,
         disk_budget_bytes: config.store.disk_budget_bytes,
+        evidence_retention: config.evidence.retention,
     };
     let (store_handle, writer) = spawn_writer(store, ids, config.store.commit_interval, limits);
     let rules = RulesConfig::new(&config, &points);

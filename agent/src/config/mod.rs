@@ -301,6 +301,8 @@ pub struct AuditUplinkConfig {
     pub url: String,
     /// Bearer token.
     pub token: Option<String>,
+    /// PEM file with the client certificate and key.
+    pub client_identity_file: Option<PathBuf>,
     /// Records per request.
     pub batch_records: usize,
     /// Timeout per request.
@@ -630,6 +632,7 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         AuditUplinkConfig {
             url,
             token: a.token,
+            client_identity_file: a.client_identity_file.as_deref().map(|f| base_dir.join(f)),
             batch_records: ranged(&mut issues, &path.key("batch_records"), a.batch_records, 500, 1, 10_000, "records") as usize,
             timeout: Duration::from_millis(ranged(&mut issues, &path.key("timeout_ms"), a.timeout_ms, 30_000, 100, 300_000, "ms") as u64),
             gzip: a.gzip.unwrap_or(true),

@@ -126,6 +126,9 @@ pub struct RawAuditUplink {
     pub url: String,
     /// Bearer token the audit system gave this site.
     pub token: Option<String>,
+    /// Client certificate and its private key in one PEM file, for audit systems that
+    /// authenticate sites by certificate (relative to this file).
+    pub client_identity_file: Option<String>,
     /// Records per request (1–10000). Default 500.
     pub batch_records: Option<i64>,
     /// Timeout of each request, ms (100–300000). Default 30000.

@@ -167,6 +167,8 @@ pub struct CompactStats {
     pub chunks: usize,
     /// Chunks deleted for retention or the disk budget.
     pub pruned_chunks: usize,
+    /// Evidence records deleted after their retention (acknowledged ones only).
+    pub pruned_evidence: usize,
 }
 
 /// Limits applied by [`Store::compact`].
@@ -176,6 +178,8 @@ pub struct Limits {
     pub raw_retention: Duration,
     /// File size above which the oldest raw chunks are deleted.
     pub disk_budget_bytes: u64,
+    /// Evidence older than this is deleted, but only once every uplink has acknowledged it.
+    pub evidence_retention: Duration,
 }
 
 /// An open database.
@@ -408,6 +412,15 @@ impl Store {
                 params![cutoff],
             )
             .map_err(sql("pruning old readings"))?;
+        // Evidence past its retention, acknowledged by every uplink, and never the chain head.
+        // Without any uplink nothing is acknowledged, so nothing is deleted.
+        let evidence_cutoff = now_ms - limits.evidence_retention.as_millis() as i64;
+        stats.pruned_evidence += tx
+            .execute(
+                "DELETE FROM evidence WHERE at_ms < ?1 AND seq <= (SELECT coalesce(min(acked_seq), 0) FROM uplink_cursors) AND seq < (SELECT max(seq) FROM evidence)",
+                params![evidence_cutoff],
+            )
+            .map_err(sql("pruning acknowledged evidence past its retention"))?;
         tx.commit().map_err(sql("compacting readings"))?;
         stats.pruned_chunks += self.enforce_budget(limits.disk_budget_bytes)?;
         Ok(stats)
@@ -729,12 +742,16 @@ async fn writer_loop(
                     outcome = store.set_uplink_cursor(uplink, *seq, crate::clock::now_ms());
                 }
             }
+            let mut pruned = None;
             if outcome.is_ok() && compact_now {
                 outcome = store.compact(crate::clock::now_ms(), limits).map(|stats| {
                     tracing::debug!(?stats, "compacted readings");
+                    if stats.pruned_chunks > 0 || stats.pruned_evidence > 0 {
+                        pruned = Some(stats);
+                    }
                 });
             }
-            (store, outcome)
+            (store, outcome.map(|()| pruned))
         })
         .await;
         let (returned, outcome) = match result {
@@ -746,12 +763,34 @@ async fn writer_loop(
         };
         store = returned;
         match outcome {
-            Ok(()) => {
+            Ok(pruned) => {
                 pending.readings.clear();
                 pending.outputs.clear();
                 pending.drafts.clear();
                 pending.cursors.clear();
                 deadline = None;
+                if let Some(stats) = pruned {
+                    // Pruning is itself on the record, sealed in the next commit.
+                    tracing::info!(
+                        chunks = stats.pruned_chunks,
+                        evidence = stats.pruned_evidence,
+                        "pruned stored data"
+                    );
+                    let body = serde_json::json!({
+                        "raw_reading_chunks": stats.pruned_chunks,
+                        "evidence_records": stats.pruned_evidence,
+                        "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
+                        "disk_budget_bytes": limits.disk_budget_bytes,
+                        "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
+                    });
+                    pending.drafts.push(crate::evidence::Draft::new(
+                        crate::clock::now_ms(),
+                        "data_pruned",
+                        "",
+                        &body,
+                    ));
+                    deadline = Some(tokio::time::Instant::now() + commit_interval);
+                }
                 if compact_now {
                     last_compact = Instant::now();
                 }

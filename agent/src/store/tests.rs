@@ -9,6 +9,7 @@ fn limits() -> Limits {
     Limits {
         raw_retention: Duration::from_secs(90 * 86_400),
         disk_budget_bytes: 1 << 30,
+        evidence_retention: Duration::from_secs(1095 * 86_400),
     }
 }
 
@@ -188,4 +189,40 @@ async fn the_writer_commits_on_flush_and_on_close() {
     let store = task.await.unwrap();
     assert_eq!(store.reading_count().unwrap(), 3);
     assert_eq!(store.readings("a/y", t0, t0 + 1000).unwrap().len(), 2);
+}
+
+#[test]
+fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifies() {
+    use crate::evidence::{verify, Draft, Head};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    store.enable_evidence("s", key.clone()).unwrap();
+    let drafts: Vec<Draft> = (0..10)
+        .map(|i| {
+            Draft::new(
+                T0 + i * 86_400_000,
+                "seal_state",
+                "F1/B1",
+                &serde_json::json!({ "i": i }),
+            )
+        })
+        .collect();
+    store.append(&[], &[], &drafts).unwrap();
+    let now = T0 + 10 * 86_400_000;
+    let short = Limits {
+        evidence_retention: Duration::from_secs(5 * 86_400),
+        ..limits()
+    };
+    // Nothing acknowledged yet: nothing goes.
+    assert_eq!(store.compact(now, short).unwrap().pruned_evidence, 0);
+    store.set_uplink_cursor("audit", 3, now).unwrap();
+    // Older than 5 days (records 1–5) and acknowledged (1–3): records 1–3 go.
+    assert_eq!(store.compact(now, short).unwrap().pruned_evidence, 3);
+    let kept = store.evidence_range(0, 100).unwrap();
+    assert_eq!(kept.first().map(|r| r.seq), Some(4));
+    let start = verify::head_before(&kept[0]).unwrap();
+    let head = verify::check_chain("s", &key.verifying_key(), start, &kept).unwrap();
+    assert_eq!(head, store.evidence_head().unwrap());
+    assert_ne!(head, Head::EMPTY);
 }

@@ -120,7 +120,20 @@ impl AuditUplink {
         store: StoreHandle,
         state: PlantState,
     ) -> Result<Self, UplinkError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &config.client_identity_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                UplinkError::Client(format!(
+                    "cannot read client certificate {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                UplinkError::Client(format!("client certificate {}: {e}", path.display()))
+            })?;
+            builder = builder.identity(identity);
+        }
+        let client = builder
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("sealwatch/", env!("CARGO_PKG_VERSION")))
