@@ -49,6 +49,7 @@ fn line_site(dir: &Path, baud: u32) -> anyhow::Result<SiteConfig> {
     }
     let path = dir.join("bench.toml");
     std::fs::write(&path, text)?;
+    sealwatch_agent::evidence::sign::generate(&dir.join("sealwatch.key"))?;
     Ok(config::load(&path)?)
 }
 

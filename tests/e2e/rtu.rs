@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
 
-use crate::harness::{now_ms, start_agent, stored, wait_until, workspace, Proc, Sim};
+use crate::harness::{ensure_key, now_ms, start_agent, stored, wait_until, workspace, Proc, Sim};
 
 const TIMEOUT_MS: u64 = 200;
 const PROBE_MS: u64 = 1000;
@@ -46,6 +46,7 @@ fn rtu_site(dir: &Path) -> PathBuf {
     );
     let path = dir.join("site.toml");
     std::fs::write(&path, text).expect("write site config");
+    ensure_key(dir);
     path
 }
 
@@ -414,6 +415,7 @@ fn rtu_the_agent_reads_exactly_what_a_pymodbus_rtu_server_serves() {
         .map(|(unit, name)| format!("[[devices]]\nname = \"{name}\"\nbus = \"peer\"\nunit_id = {unit}\nprofile = \"peer\"\npoll_interval_ms = 300\n\n"))
         .collect();
     let config = dir.path().join("site.toml");
+    ensure_key(dir.path());
     std::fs::write(
         &config,
         format!(
