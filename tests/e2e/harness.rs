@@ -59,6 +59,19 @@ pub(crate) fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The Python of the venv with pymodbus (`SEALWATCH_PYTHON`, or `target/venv`); fails, never
+/// skips, when it is missing.
+pub(crate) fn python() -> PathBuf {
+    let path = std::env::var_os("SEALWATCH_PYTHON")
+        .map_or_else(|| workspace().join("target/venv/bin/python"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/setup.sh (it makes the venv with pymodbus)",
+        path.display()
+    );
+    path
+}
+
 /// Waits until `probe` gives a value, checking every 50 ms; panics after `timeout`.
 pub(crate) fn wait_until<T>(
     timeout: Duration,

@@ -1,23 +1,11 @@
 //! Interoperability: the agent polls an independent Modbus TCP server (pymodbus).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
 
-use crate::harness::{start_agent, stored, wait_until, workspace, Proc};
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("SEALWATCH_PYTHON")
-        .map_or_else(|| workspace().join("target/venv/bin/python"), PathBuf::from);
-    assert!(
-        path.exists(),
-        "{} not found: run scripts/setup.sh (it makes the venv with pymodbus)",
-        path.display()
-    );
-    path
-}
+use crate::harness::{python, start_agent, stored, wait_until, workspace, Proc};
 
 #[test]
 fn the_agent_reads_exactly_what_pymodbus_serves() {

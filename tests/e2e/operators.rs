@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{binary, small_site, start_agent, wait_until, workspace, Proc, Sim};
+use crate::harness::{binary, python, small_site, start_agent, wait_until, workspace, Proc, Sim};
 
 // ---- small HTTP client (the agent's API and chromedriver's WebDriver API) ----
 
@@ -619,17 +619,6 @@ fn commission_against_the_sim_scans_reads_verifies_and_refuses_unconfirmed_write
         text(&out)
     );
     drop(sim);
-}
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("SEALWATCH_PYTHON")
-        .map_or_else(|| workspace().join("target/venv/bin/python"), PathBuf::from);
-    assert!(
-        path.exists(),
-        "{} not found: run scripts/setup.sh (it makes the venv with pymodbus)",
-        path.display()
-    );
-    path
 }
 
 fn peer(args: &[&str]) -> (Proc, serde_json::Value) {

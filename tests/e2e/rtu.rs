@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
 
-use crate::harness::{ensure_key, now_ms, start_agent, stored, wait_until, workspace, Proc, Sim};
+use crate::harness::{
+    ensure_key, now_ms, python, start_agent, stored, wait_until, workspace, Proc, Sim,
+};
 
 const TIMEOUT_MS: u64 = 200;
 const PROBE_MS: u64 = 1000;
@@ -369,17 +371,6 @@ fn rtu_an_adapter_that_vanishes_and_returns_is_reopened_and_polling_resumes() {
 }
 
 // Interoperability: an independent Modbus RTU server (pymodbus) on a socat pty pair.
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("SEALWATCH_PYTHON")
-        .map_or_else(|| workspace().join("target/venv/bin/python"), PathBuf::from);
-    assert!(
-        path.exists(),
-        "{} not found: run scripts/setup.sh (it makes the venv with pymodbus)",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn rtu_the_agent_reads_exactly_what_a_pymodbus_rtu_server_serves() {
