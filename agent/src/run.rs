@@ -21,6 +21,7 @@ use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
 use crate::store::{spawn_writer, Limits, Store, StoreError};
 use crate::uplink::audit::{AuditUplink, UplinkError};
+use crate::uplink::hj212::Hj212Uplink;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,7 @@ pub struct RunningAgent {
         Arc<std::sync::atomic::AtomicU64>,
     )>,
     db_path: std::path::PathBuf,
+    hj212: Vec<(CancellationToken, JoinHandle<()>)>,
 }
 
 /// Opens the store, starts polling and the status page. Returns once everything runs.
@@ -167,6 +169,21 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             None
         }
     };
+    let hj212: Vec<(CancellationToken, JoinHandle<()>)> = config
+        .hj212_uplinks
+        .iter()
+        .map(|cfg| {
+            tracing::info!(platform = %cfg.name, address = %cfg.address, analyzers = cfg.mn.len(), "delivering NMHC values to an HJ 212 platform");
+            let token = CancellationToken::new();
+            let uplink = Hj212Uplink::new(
+                cfg.clone(),
+                config.site.time_zone,
+                config.store.path.clone(),
+                store_handle.clone(),
+            );
+            (token.clone(), tokio::spawn(uplink.run(token)))
+        })
+        .collect();
     tracing::info!(
         ruleset = engine.ruleset(),
         bins = rules.bins.len(),
@@ -230,6 +247,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         status,
         uplink,
         db_path: config.store.path.clone(),
+        hj212,
     })
 }
 
@@ -368,6 +386,11 @@ impl RunningAgent {
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+            token.cancel();
+            let _ = task.await;
+        }
+        // HJ 212 uplinks stop at once: what is unacknowledged is resent at the next start.
+        for (token, task) in self.hj212 {
             token.cancel();
             let _ = task.await;
         }

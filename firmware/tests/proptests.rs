@@ -13,7 +13,9 @@ use sealwatch_firmware::modbus::{
     encode_rtu_request, parse_rtu_response, AddressRange, AduBuf, Bits, ExceptionCode, PduBuf,
     ReadDeviceIdCode, Request, Response, Words, MAX_READ_BITS, MAX_READ_REGISTERS,
 };
-use sealwatch_firmware::registers::{COIL_COUNT, HOLDING_REGISTER_COUNT, INPUT_REGISTER_TOTAL, IR_UPTIME_MS, IR_UPTIME_S};
+use sealwatch_firmware::registers::{
+    COIL_COUNT, HOLDING_REGISTER_COUNT, INPUT_REGISTER_TOTAL, IR_UPTIME_MS, IR_UPTIME_S,
+};
 use sealwatch_firmware::Instant;
 
 /// Owned form of a request, so proptest can generate it.

@@ -4,10 +4,12 @@
 //!
 //! The plant model ([`plant`]) is pure; [`serve`] runs it in real time and serves it ([`rtu`]:
 //! the serial lines);
-//! [`scenario`] scripts what goes wrong, and when.
+//! [`scenario`] scripts what goes wrong, and when; [`audit`] and [`platform`] stand in for the
+//! audit system and the HJ 212 environmental platform.
 
 pub mod audit;
 pub mod plant;
+pub mod platform;
 pub mod rtu;
 pub mod scenario;
 pub mod serve;

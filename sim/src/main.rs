@@ -79,6 +79,20 @@ enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Run a stand-in HJ 212 environmental platform that acknowledges uploads with 9014 and
+    /// records what it receives (JSON lines). Commands on stdin: `no-ack N`, `bad-crc N`,
+    /// `disconnect`, `down`, `up`, `history 2051|2061 BEGIN END`, `time-set YYYYMMDDhhmmss`, `ok`.
+    Platform {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// File that receives one JSON line per frame received (created or appended to).
+        #[arg(long)]
+        record: PathBuf,
+        /// Write `{"address": …}` here once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Run the demo: the simulated plant and the agent against it, with the status page.
     Demo {
         /// Site configuration.
@@ -141,6 +155,11 @@ fn main() -> ExitCode {
                 scenario,
                 data_dir,
             } => demo(&config, &scenario, &data_dir).await,
+            Command::Platform {
+                listen,
+                record,
+                ready_file,
+            } => platform(&listen, &record, ready_file.as_deref()).await,
             Command::Audit {
                 db,
                 site,
@@ -255,6 +274,45 @@ async fn audit(
                 Ok(Some(line)) if line.trim().is_empty() => {}
                 Ok(Some(line)) => {
                     match server.command(line.trim()).await {
+                        Ok(done) => println!("ok {done}"),
+                        Err(e) => println!("error: {e}"),
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            () = wait_for_signal() => break,
+        }
+    }
+    Ok(())
+}
+
+async fn platform(listen: &str, record: &Path, ready_file: Option<&Path>) -> anyhow::Result<()> {
+    use sealwatch_sim::platform::Platform;
+    let mut platform = Platform::start(listen, record).await?;
+    let address = platform.addr().to_string();
+    println!(
+        "platform: HJ 212 listening on {address}, recording into {}",
+        record.display()
+    );
+    if let Some(path) = ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&serde_json::json!({ "address": address }))?,
+        )
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let _ = std::io::stdout().flush();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) if line.trim().is_empty() => {}
+                Ok(Some(line)) => {
+                    match platform.command(line.trim()).await {
                         Ok(done) => println!("ok {done}"),
                         Err(e) => println!("error: {e}"),
                     }

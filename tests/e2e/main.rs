@@ -3,6 +3,7 @@
 
 mod evidence;
 mod harness;
+mod hj212;
 mod interop;
 mod operators;
 mod polling;

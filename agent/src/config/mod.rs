@@ -283,6 +283,8 @@ pub struct SiteConfig {
     pub evidence: EvidenceSettings,
     /// The audit system uplink, if configured.
     pub audit_uplink: Option<AuditUplinkConfig>,
+    /// HJ 212 platform uplinks.
+    pub hj212_uplinks: Vec<Hj212UplinkConfig>,
 }
 
 /// `[evidence]`, validated.
@@ -311,6 +313,29 @@ pub struct AuditUplinkConfig {
     pub gzip: bool,
     /// Longest wait between retries.
     pub retry_max: Duration,
+}
+
+/// `[[uplink.hj212]]`, validated.
+#[derive(Debug, Clone)]
+pub struct Hj212UplinkConfig {
+    /// Unique name.
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    /// PW.
+    pub pw: String,
+    /// ST, two digits.
+    pub st: String,
+    /// Version bits (0–63; 1 = HJ 212-2017).
+    pub version: u8,
+    /// Wait for a 9014 answer.
+    pub timeout: Duration,
+    /// Resends before reconnecting.
+    pub retries: u32,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// `(furnace/analyzer, MN)`, in key order.
+    pub mn: Vec<(String, String)>,
 }
 
 /// Whether `url` is `http://` to a loopback host.
@@ -834,6 +859,17 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         });
     }
 
+    // [[uplink.hj212]] (after the furnaces: it names analyzers)
+    let analyzer_keys: Vec<String> = furnaces
+        .iter()
+        .flat_map(|f| {
+            f.analyzers
+                .iter()
+                .map(move |a| format!("{}/{}", f.name, a.name))
+        })
+        .collect();
+    let hj212_uplinks = validate_hj212(&root, raw.uplink.hj212, &analyzer_keys, &mut issues);
+
     SiteConfig {
         file: source.path().to_owned(),
         site,
@@ -845,6 +881,133 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         rules,
         evidence,
         audit_uplink,
+        hj212_uplinks,
+    }
+}
+
+/// `[[uplink.hj212]]`: every problem of every platform entry.
+fn validate_hj212(
+    root: &KeyPath,
+    raw: Vec<raw::RawHj212Uplink>,
+    analyzers: &[String],
+    issues: &mut Issues<'_>,
+) -> Vec<Hj212UplinkConfig> {
+    let plain = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'=' | b'&'))
+    };
+    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, h) in raw.into_iter().enumerate() {
+        let path = root.key("uplink").key("hj212").index(i);
+        let name_ok = !h.name.is_empty()
+            && h.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            issues.push(
+                path.key("name"),
+                format!(
+                    "platform name '{}' must be non-empty letters, digits, '-' or '_'",
+                    h.name
+                ),
+            );
+        } else if names.insert(h.name.clone(), ()).is_some() {
+            issues.push(
+                path.key("name"),
+                format!("duplicate platform name '{}'; names must be unique", h.name),
+            );
+        }
+        let port_ok = h.address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            issues.push(
+                path.key("address"),
+                format!("'{}' is not host:port, e.g. 203.0.113.5:8800", h.address),
+            );
+        }
+        if !(h.pw.len() <= 9 && plain(&h.pw)) {
+            issues.push(
+                path.key("pw"),
+                format!(
+                    "password '{}' must be up to 9 printable characters without ; , = &",
+                    h.pw
+                ),
+            );
+        }
+        let st = match h.st {
+            None => 27,
+            Some(v) if (10..=99).contains(&v) => v,
+            Some(v) => {
+                issues.push(path.key("st"), format!("system code {v} is not two digits; expected e.g. 27 (VOC monitoring) or 31 (air pollution source)"));
+                27
+            }
+        };
+        let version = match h.version.as_deref().unwrap_or("2017") {
+            "2017" => 1,
+            bits if bits.len() == 6 && bits.bytes().all(|b| b == b'0' || b == b'1') => {
+                u8::from_str_radix(bits, 2).unwrap_or(1)
+            }
+            other => {
+                issues.push(path.key("version"), format!("'{other}' is not a version; expected \"2017\" or six version bits such as \"000001\""));
+                1
+            }
+        };
+        let timeout = ranged(issues, &path.key("timeout_s"), h.timeout_s, 10, 1, 300, "s");
+        let retries = ranged(issues, &path.key("retries"), h.retries, 3, 0, 10, "resends");
+        let reconnect_max = ranged(
+            issues,
+            &path.key("reconnect_max_s"),
+            h.reconnect_max_s,
+            60,
+            1,
+            3600,
+            "s",
+        );
+        if h.mn.is_empty() {
+            issues.push(path.key("mn"), "no analyzer is mapped to an MN, so nothing would be sent; add e.g. mn = { \"F1/NMHC\" = \"010000A8900016F000169DC0\" }");
+        }
+        let mut mns: HashMap<String, String> = HashMap::new();
+        for (analyzer, mn) in &h.mn {
+            if !analyzers.contains(analyzer) {
+                issues.push(
+                    path.key("mn").key(analyzer),
+                    format!(
+                        "'{analyzer}' is not an analyzer of this site; analyzers: {}",
+                        names_of(analyzers)
+                    ),
+                );
+            }
+            if !(!mn.is_empty() && mn.len() <= 24 && plain(mn)) {
+                issues.push(
+                    path.key("mn").key(analyzer),
+                    format!("MN '{mn}' must be 1–24 printable characters without ; , = &"),
+                );
+            } else if let Some(other) = mns.insert(mn.clone(), analyzer.clone()) {
+                issues.push(path.key("mn").key(analyzer), format!("MN '{mn}' is already used for '{other}'; each monitoring point needs its own MN"));
+            }
+        }
+        out.push(Hj212UplinkConfig {
+            name: h.name,
+            address: h.address,
+            pw: h.pw,
+            st: format!("{st:02}"),
+            version,
+            timeout: Duration::from_secs(timeout as u64),
+            retries: retries as u32,
+            reconnect_max: Duration::from_secs(reconnect_max as u64),
+            mn: h.mn.into_iter().collect(),
+        });
+    }
+    out
+}
+
+fn names_of(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "(none)".to_owned()
+    } else {
+        keys.join(", ")
     }
 }
 

@@ -116,6 +116,39 @@ pub struct RawEvidence {
 pub struct RawUplinks {
     /// The audit system that receives the evidence chain.
     pub audit: Option<RawAuditUplink>,
+    /// Environmental platforms that receive NMHC minute and hourly values over HJ 212-2017.
+    #[serde(default)]
+    pub hj212: Vec<RawHj212Uplink>,
+}
+
+/// `[[uplink.hj212]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHj212Uplink {
+    /// Unique name of this platform connection (letters, digits, `-`, `_`); its delivery position
+    /// is stored under `hj212:<name>`.
+    pub name: String,
+    /// `host:port` of the platform's HJ 212 server.
+    pub address: String,
+    /// Access password (PW) the platform assigned, up to 9 characters.
+    pub pw: String,
+    /// System code (ST): 27 VOC monitoring, 31 air pollution source. Default 27.
+    pub st: Option<i64>,
+    /// Protocol version: `2017` (version bits 000001), or the 6 version bits written out, e.g.
+    /// `000001`, for a platform on another version. Default `2017`.
+    pub version: Option<String>,
+    /// How long to wait for the platform's 9014 answer to an upload, s (1–300). Default 10.
+    pub timeout_s: Option<i64>,
+    /// Resends of an unanswered upload before the connection is dropped and made again (0–10).
+    /// Default 3.
+    pub retries: Option<i64>,
+    /// Longest wait between reconnection attempts, s (1–3600). Attempts back off exponentially
+    /// from 1 s up to this, with jitter. Default 60.
+    pub reconnect_max_s: Option<i64>,
+    /// Device id (MN, up to 24 characters) of each analyzer sent to this platform, keyed by
+    /// `furnace/analyzer`, e.g. `{ "F1/NMHC" = "010000A8900016F000169DC0" }`. Analyzers not
+    /// listed are not sent.
+    pub mn: std::collections::BTreeMap<String, String>,
 }
 
 /// `[uplink.audit]`

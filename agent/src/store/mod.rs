@@ -51,6 +51,9 @@ pub const MAX_BUFFERED: usize = 2_000_000;
 /// Readings that trigger a commit before the interval is up.
 const COMMIT_BATCH: usize = 20_000;
 
+/// Longest a rule output (a verdict) waits before its commit; outputs within it share one.
+const VERDICT_DELAY: Duration = Duration::from_millis(20);
+
 /// How often committed readings are compacted into chunks.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
@@ -412,12 +415,13 @@ impl Store {
                 params![cutoff],
             )
             .map_err(sql("pruning old readings"))?;
-        // Evidence past its retention, acknowledged by every uplink, and never the chain head.
-        // Without any uplink nothing is acknowledged, so nothing is deleted.
+        // Evidence past its retention, acknowledged by the audit system, and never the chain
+        // head. Without an audit uplink nothing is acknowledged, so nothing is deleted. (The
+        // HJ 212 cursors count rule outputs, not evidence.)
         let evidence_cutoff = now_ms - limits.evidence_retention.as_millis() as i64;
         stats.pruned_evidence += tx
             .execute(
-                "DELETE FROM evidence WHERE at_ms < ?1 AND seq <= (SELECT coalesce(min(acked_seq), 0) FROM uplink_cursors) AND seq < (SELECT max(seq) FROM evidence)",
+                "DELETE FROM evidence WHERE at_ms < ?1 AND seq <= (SELECT coalesce(max(acked_seq), 0) FROM uplink_cursors WHERE uplink = 'audit') AND seq < (SELECT max(seq) FROM evidence)",
                 params![evidence_cutoff],
             )
             .map_err(sql("pruning acknowledged evidence past its retention"))?;
@@ -699,9 +703,14 @@ async fn writer_loop(
                     if deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + commit_interval);
                     }
-                    // Verdicts are committed (and so sealed as evidence) at once; plain
-                    // readings wait for the interval or a full batch.
-                    if pending.outputs.is_empty() && pending.readings.len() < COMMIT_BATCH {
+                    // Verdicts are committed (and so sealed as evidence) within
+                    // VERDICT_DELAY, together with whatever else came meanwhile; plain readings
+                    // wait for the interval or a full batch.
+                    if !pending.outputs.is_empty() {
+                        let soon = tokio::time::Instant::now() + VERDICT_DELAY;
+                        deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+                    }
+                    if pending.readings.len() < COMMIT_BATCH {
                         continue;
                     }
                 }
