@@ -206,7 +206,7 @@ async fn serve_plant(
         bail!("--speed must be a positive number, got {}", options.speed);
     }
     let cfg = config::load(config_path)?;
-    let sim = serve::start(&cfg, load_scenario(scenario)?, options).await?;
+    let mut sim = serve::start(&cfg, load_scenario(scenario)?, options).await?;
     for (bus, addr) in &sim.addresses {
         println!("sim: bus {bus} listening on {addr}");
     }
@@ -218,25 +218,7 @@ async fn serve_plant(
     }
     println!("sim: ready");
     let _ = std::io::stdout().flush();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(line)) if line.trim().is_empty() => {}
-                Ok(Some(line)) => {
-                    match sim.command(&line).await {
-                        Ok(done) => println!("ok {done}"),
-                        Err(e) => println!("error: {e}"),
-                    }
-                    let _ = std::io::stdout().flush();
-                }
-                // End of input: keep serving until a signal.
-                Ok(None) | Err(_) => stdin_open = false,
-            },
-            () = wait_for_signal() => break,
-        }
-    }
+    serve_commands(&mut sim).await;
     sim.stop();
     Ok(())
 }
@@ -257,33 +239,10 @@ async fn audit(
     let url = format!("http://{}", server.addr());
     println!("audit: site {site}, holding records up to {held}, listening on {url}");
     if let Some(path) = ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(&serde_json::json!({ "url": url }))?,
-        )
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        write_ready(path, &serde_json::json!({ "url": url }))?;
     }
     let _ = std::io::stdout().flush();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(line)) if line.trim().is_empty() => {}
-                Ok(Some(line)) => {
-                    match server.command(line.trim()).await {
-                        Ok(done) => println!("ok {done}"),
-                        Err(e) => println!("error: {e}"),
-                    }
-                    let _ = std::io::stdout().flush();
-                }
-                Ok(None) | Err(_) => stdin_open = false,
-            },
-            () = wait_for_signal() => break,
-        }
-    }
+    serve_commands(&mut server).await;
     Ok(())
 }
 
@@ -296,33 +255,10 @@ async fn platform(listen: &str, record: &Path, ready_file: Option<&Path>) -> any
         record.display()
     );
     if let Some(path) = ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(&serde_json::json!({ "address": address }))?,
-        )
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        write_ready(path, &serde_json::json!({ "address": address }))?;
     }
     let _ = std::io::stdout().flush();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(line)) if line.trim().is_empty() => {}
-                Ok(Some(line)) => {
-                    match platform.command(line.trim()).await {
-                        Ok(done) => println!("ok {done}"),
-                        Err(e) => println!("error: {e}"),
-                    }
-                    let _ = std::io::stdout().flush();
-                }
-                Ok(None) | Err(_) => stdin_open = false,
-            },
-            () = wait_for_signal() => break,
-        }
-    }
+    serve_commands(&mut platform).await;
     Ok(())
 }
 
@@ -332,11 +268,7 @@ fn write_ready_file(path: &Path, sim: &RunningSim) -> anyhow::Result<()> {
         "ports": sim.ports,
         "pid": std::process::id(),
     });
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    write_ready(path, &doc)
 }
 
 async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::Result<()> {
@@ -369,6 +301,26 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
             cfg.evidence.key_file.display()
         );
     }
+    // The stand-in audit system, so the demo shows the evidence chain delivered and verified.
+    let public = sealwatch_agent::evidence::sign::load_public(
+        &sealwatch_agent::evidence::sign::public_path(&cfg.evidence.key_file),
+    )?;
+    let receiver = sealwatch_sim::audit::Receiver::open(
+        &data_dir.join("audit.db"),
+        &cfg.site.id,
+        public,
+        None,
+    )?;
+    let audit = sealwatch_sim::audit::AuditServer::start(receiver, "127.0.0.1:0").await?;
+    cfg.audit_uplink = Some(sealwatch_agent::config::AuditUplinkConfig {
+        url: format!("http://{}", audit.addr()),
+        token: None,
+        client_identity_file: None,
+        batch_records: 500,
+        timeout: std::time::Duration::from_secs(10),
+        gzip: true,
+        retry_max: std::time::Duration::from_secs(5),
+    });
     let stop = CancellationToken::new();
     let agent = match run::start(cfg.clone(), stop.clone()).await {
         Ok(agent) => agent,
@@ -390,6 +342,11 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
         println!("  status page:   http://{addr}/");
     }
     println!("  database:      {}", cfg.store.path.display());
+    println!(
+        "  audit system:  http://{} (stand-in; verifies every record, keeps them in {})",
+        audit.addr(),
+        data_dir.join("audit.db").display()
+    );
     for (bus, addr) in &sim.addresses {
         println!("  plant bus:     {bus} at {addr}");
     }
@@ -406,7 +363,71 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
     stop.cancel();
     agent.finished().await;
     sim.stop();
-    println!("stopped. Readings are in {}", cfg.store.path.display());
+    println!(
+        "stopped. Readings and evidence are in {}",
+        cfg.store.path.display()
+    );
+    println!(
+        "check the evidence: cargo run --release -p sealwatch-agent -- evidence verify --db {} --public-key {}",
+        cfg.store.path.display(),
+        sealwatch_agent::evidence::sign::public_path(&cfg.evidence.key_file).display()
+    );
+    Ok(())
+}
+
+/// A stand-in that takes operator commands.
+trait Commands {
+    /// Runs one command line; says what was done or why not.
+    async fn command(&mut self, line: &str) -> Result<String, String>;
+}
+
+impl Commands for RunningSim {
+    async fn command(&mut self, line: &str) -> Result<String, String> {
+        RunningSim::command(self, line).await
+    }
+}
+
+impl Commands for sealwatch_sim::audit::AuditServer {
+    async fn command(&mut self, line: &str) -> Result<String, String> {
+        sealwatch_sim::audit::AuditServer::command(self, line).await
+    }
+}
+
+impl Commands for sealwatch_sim::platform::Platform {
+    async fn command(&mut self, line: &str) -> Result<String, String> {
+        sealwatch_sim::platform::Platform::command(self, line).await
+    }
+}
+
+/// Answers command lines on stdin with `ok …` or `error: …` until SIGTERM or Ctrl-C; at the
+/// end of input it keeps serving.
+async fn serve_commands(target: &mut impl Commands) {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) if line.trim().is_empty() => {}
+                Ok(Some(line)) => {
+                    match target.command(line.trim()).await {
+                        Ok(done) => println!("ok {done}"),
+                        Err(e) => println!("error: {e}"),
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            () = wait_for_signal() => break,
+        }
+    }
+}
+
+/// Writes a ready file atomically (a reader never sees half of it).
+fn write_ready(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(doc)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
