@@ -223,6 +223,8 @@ pub struct DeviceConfig {
     pub profile: Arc<Profile>,
     /// Poll interval.
     pub poll_interval: Duration,
+    /// Response timeout, if not the bus's.
+    pub timeout: Option<Duration>,
 }
 
 /// `[[furnaces.bins]]`, validated.
@@ -740,6 +742,17 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 UnitId(1)
             }
         };
+        let timeout = d.timeout_ms.map(|_| {
+            Duration::from_millis(ranged(
+                &mut issues,
+                &path.key("timeout_ms"),
+                d.timeout_ms,
+                1000,
+                10,
+                60_000,
+                "ms",
+            ) as u64)
+        });
         let interval = ranged(
             &mut issues,
             &path.key("poll_interval_ms"),
@@ -771,6 +784,7 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
             unit,
             profile,
             poll_interval: Duration::from_millis(interval as u64),
+            timeout,
         });
     }
 

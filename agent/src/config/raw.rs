@@ -218,6 +218,9 @@ pub struct RawDevice {
     pub profile: String,
     /// Poll interval, ms (100–3600000). Default 1000.
     pub poll_interval_ms: Option<i64>,
+    /// This device's response timeout, ms (10–60000), for a slow device on a fast bus. Default:
+    /// the bus's `timeout_ms`.
+    pub timeout_ms: Option<i64>,
 }
 
 /// `[[furnaces]]`

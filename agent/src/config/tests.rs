@@ -412,3 +412,23 @@ fn the_shipped_seal_node_profile_agrees_with_the_firmware_register_map() {
         "config/profiles/seal-node.toml differs from firmware/src/registers.rs; its points should read:\n{expected}"
     );
 }
+
+#[test]
+fn a_device_timeout_out_of_range_is_named() {
+    let text = GOOD.replace("unit_id = 9\n", "unit_id = 9\ntimeout_ms = 5\n");
+    let site = Site::new(&text, ANALYZER);
+    assert_issue(
+        &only_issue(&site),
+        &site.config_path(),
+        line_of(&text, "timeout_ms = 5", 0),
+        "devices[1].timeout_ms",
+        "expected 10–60000 ms",
+    );
+    let text = GOOD.replace("unit_id = 9\n", "unit_id = 9\ntimeout_ms = 2500\n");
+    let config = load(&Site::new(&text, ANALYZER).config_path()).unwrap();
+    assert_eq!(
+        config.devices[1].timeout,
+        Some(std::time::Duration::from_millis(2500))
+    );
+    assert_eq!(config.devices[0].timeout, None, "the bus's timeout applies");
+}

@@ -98,6 +98,8 @@ pub(crate) struct Scheduled {
     /// still come, and must land while another device is asked (or the line is idle), where it
     /// is discarded, not in this device's next exchange, where it would fit.
     pub(crate) hold_until: Option<Instant>,
+    /// This device's response timeout, when it differs from the bus's.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Scheduled {
@@ -122,7 +124,14 @@ impl Scheduled {
             consecutive_failures: 0,
             degraded_until: None,
             hold_until: None,
+            timeout: None,
         }
+    }
+
+    /// The same device with its own response timeout.
+    pub(crate) fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -195,6 +204,7 @@ pub fn spawn_buses(
                     d.poll_interval,
                     bus.max_gap,
                 )
+                .with_timeout(d.timeout)
             })
             .collect();
         if devices.is_empty() {
@@ -386,7 +396,7 @@ impl<L: Link> BusPoller<L> {
 
     /// Polls one device. Returns its readings and whether the connection may be kept.
     async fn poll_device(&mut self, i: usize, at_ms: i64) -> (Vec<Reading>, bool) {
-        let timeout = self.bus.timeout;
+        let timeout = self.devices[i].timeout.unwrap_or(self.bus.timeout);
         let unit = self.devices[i].unit;
         let mut readings = Vec::new();
         let mut answered = false;
