@@ -157,6 +157,46 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{}: cannot write stdin: {e}", self.name));
     }
 
+    /// Starts a stand-in that writes a JSON ready file once listening; returns it and the file.
+    pub(crate) fn spawn_ready(name: &str, cmd: Command, ready: &Path) -> (Proc, serde_json::Value) {
+        let mut proc = Proc::spawn(name, cmd);
+        let doc = wait_until(
+            Duration::from_secs(20),
+            &format!("{name}'s ready file"),
+            || {
+                if let Some(status) = proc.try_exit() {
+                    panic!("{name} exited with {status}:\n{}", proc.stderr());
+                }
+                std::fs::read(ready)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+            },
+        );
+        (proc, doc)
+    }
+
+    /// Sends a command line and waits for its `ok …` answer; panics on `error …` or silence.
+    pub(crate) fn command(&mut self, line: &str) -> String {
+        let before = self.stdout_lines().len();
+        self.send_line(line);
+        let name = self.name.clone();
+        let answer = wait_until(
+            Duration::from_secs(10),
+            &format!("{name} to answer '{line}'"),
+            || {
+                self.stdout_lines()
+                    .into_iter()
+                    .skip(before)
+                    .find(|l| l.starts_with("ok ") || l.starts_with("error"))
+            },
+        );
+        assert!(
+            answer.starts_with("ok "),
+            "{name} refused '{line}': {answer}"
+        );
+        answer
+    }
+
     /// Its process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -213,16 +253,7 @@ impl Sim {
             .arg("--ready-file")
             .arg(&ready)
             .args(extra);
-        let mut proc = Proc::spawn("sealwatch-sim", cmd);
-        let doc: serde_json::Value =
-            wait_until(Duration::from_secs(20), "the sim's ready file", || {
-                if let Some(status) = proc.try_exit() {
-                    panic!("sealwatch-sim exited with {status}:\n{}", proc.stderr());
-                }
-                std::fs::read(&ready)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-            });
+        let (proc, doc) = Proc::spawn_ready("sealwatch-sim", cmd, &ready);
         let buses = doc["buses"]
             .as_object()
             .expect("buses in ready file")
@@ -243,20 +274,7 @@ impl Sim {
 
     /// Runs a sim command and waits for its answer; panics if the sim refuses it.
     pub(crate) fn command(&mut self, line: &str) {
-        let before = self.proc.stdout_lines().len();
-        self.proc.send_line(line);
-        let answer = wait_until(
-            Duration::from_secs(10),
-            &format!("the sim to answer '{line}'"),
-            || {
-                self.proc
-                    .stdout_lines()
-                    .into_iter()
-                    .skip(before)
-                    .find(|l| l.starts_with("ok ") || l.starts_with("error"))
-            },
-        );
-        assert!(answer.starts_with("ok "), "sim refused '{line}': {answer}");
+        self.proc.command(line);
     }
 }
 
@@ -413,19 +431,7 @@ impl Audit {
         cmd.arg(sealwatch_agent::evidence::sign::public_path(&key))
             .arg("--ready-file")
             .arg(&ready);
-        let mut proc = Proc::spawn("audit system", cmd);
-        let doc: serde_json::Value = wait_until(
-            Duration::from_secs(20),
-            "the audit system's ready file",
-            || {
-                if let Some(status) = proc.try_exit() {
-                    panic!("audit system exited with {status}:\n{}", proc.stderr());
-                }
-                std::fs::read(&ready)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-            },
-        );
+        let (proc, doc) = Proc::spawn_ready("audit system", cmd, &ready);
         Audit {
             proc,
             url: doc["url"].as_str().expect("url").to_owned(),
@@ -435,23 +441,7 @@ impl Audit {
 
     /// Runs a fault command and waits for its answer.
     pub(crate) fn command(&mut self, line: &str) {
-        let before = self.proc.stdout_lines().len();
-        self.proc.send_line(line);
-        let answer = wait_until(
-            Duration::from_secs(10),
-            &format!("the audit system to answer '{line}'"),
-            || {
-                self.proc
-                    .stdout_lines()
-                    .into_iter()
-                    .skip(before)
-                    .find(|l| l.starts_with("ok ") || l.starts_with("error"))
-            },
-        );
-        assert!(
-            answer.starts_with("ok "),
-            "audit system refused '{line}': {answer}"
-        );
+        self.proc.command(line);
     }
 
     /// The records it holds, in order.

@@ -30,16 +30,7 @@ impl Platform {
             .arg(&record)
             .arg("--ready-file")
             .arg(&ready);
-        let mut proc = Proc::spawn("platform", cmd);
-        let doc: serde_json::Value =
-            wait_until(Duration::from_secs(20), "the platform's ready file", || {
-                if let Some(status) = proc.try_exit() {
-                    panic!("platform exited with {status}:\n{}", proc.stderr());
-                }
-                std::fs::read(&ready)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-            });
+        let (proc, doc) = Proc::spawn_ready("platform", cmd, &ready);
         Platform {
             proc,
             address: doc["address"].as_str().expect("address").to_owned(),
@@ -48,24 +39,7 @@ impl Platform {
     }
 
     fn command(&mut self, line: &str) -> String {
-        let before = self.proc.stdout_lines().len();
-        self.proc.send_line(line);
-        let answer = wait_until(
-            Duration::from_secs(10),
-            &format!("the platform to answer '{line}'"),
-            || {
-                self.proc
-                    .stdout_lines()
-                    .into_iter()
-                    .skip(before)
-                    .find(|l| l.starts_with("ok ") || l.starts_with("error"))
-            },
-        );
-        assert!(
-            answer.starts_with("ok "),
-            "platform refused '{line}': {answer}"
-        );
-        answer
+        self.proc.command(line)
     }
 
     fn entries(&self) -> Vec<serde_json::Value> {
