@@ -180,7 +180,8 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 config.site.time_zone,
                 config.store.path.clone(),
                 store_handle.clone(),
-            );
+            )
+            .with_live_values(live_values(&config, &points, &state));
             (token.clone(), tokio::spawn(uplink.run(token)))
         })
         .collect();
@@ -249,6 +250,33 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         db_path: config.store.path.clone(),
         hj212,
     })
+}
+
+/// Each analyzer's live points with their HJ 212 codes (NMHC first), for real-time frames.
+fn live_values(
+    config: &SiteConfig,
+    points: &PointTable,
+    state: &PlantState,
+) -> crate::uplink::hj212::LiveValues {
+    let mut analyzers = Vec::new();
+    for f in &config.furnaces {
+        for a in &f.analyzers {
+            let profile = &config.devices[a.device].profile;
+            let mut list = Vec::new();
+            let names = std::iter::once((a.nmhc_point.as_str(), crate::uplink::hj212::NMHC))
+                .chain(crate::rules::OTHER_POLLUTANTS);
+            for (name, code) in names {
+                if let Some(i) = profile.points.iter().position(|p| p.name == name) {
+                    list.push((code, points.id(a.device, i)));
+                }
+            }
+            analyzers.push((format!("{}/{}", f.name, a.name), list));
+        }
+    }
+    crate::uplink::hj212::LiveValues {
+        state: state.clone(),
+        analyzers,
+    }
 }
 
 /// The `agent_started` record: version, configuration fingerprint, rule set, and whether the

@@ -153,7 +153,10 @@ async fn connection(shared: Shared, mut sock: TcpStream, mut commands: mpsc::Rec
                     };
                     let raw = codec::build(&frame).map(|p| p.concat()).unwrap_or_default();
                     if !frame.flag.ack {
-                        record(&shared, frame_json("reply", &frame, false, &raw));
+                        // Real-time values ask for no answer; anything else without the A bit
+                        // answers one of our requests.
+                        let kind = if frame.cn == codec::cn::REALTIME { "realtime" } else { "reply" };
+                        record(&shared, frame_json(kind, &frame, false, &raw));
                         continue;
                     }
                     let (ignore, corrupt) = {

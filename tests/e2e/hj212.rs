@@ -52,7 +52,7 @@ impl Platform {
 
     fn uplink_toml(&self) -> String {
         format!(
-            "\n[[uplink.hj212]]\nname = \"prov\"\naddress = \"{}\"\npw = \"123456\"\ntimeout_s = 2\nretries = 2\nreconnect_max_s = 2\nmn = {{ \"F1/NMHC\" = \"{MN}\" }}\n",
+            "\n[[uplink.hj212]]\nname = \"prov\"\naddress = \"{}\"\npw = \"123456\"\ntimeout_s = 2\nretries = 2\nreconnect_max_s = 2\nrealtime_s = 5\nmn = {{ \"F1/NMHC\" = \"{MN}\" }}\n",
             self.address
         )
     }
@@ -152,7 +152,29 @@ fn minute_values_survive_an_outage_and_arrive_in_order_with_history_and_time_req
         );
         assert_eq!(cp(e, "a24088-Avg"), avg.map(|a| format!("{a:.3}")));
         assert_eq!(cp(e, "a24088-Flag").as_deref(), Some(flag.as_str()));
+        // The analyzer's methane and total hydrocarbons travel in the same frame.
+        assert!(
+            cp(e, "a05002-Flag").is_some() && cp(e, "a24087-Flag").is_some(),
+            "{e}"
+        );
     }
+    // Real-time values (2011) every 5 s, no acknowledgement asked.
+    let realtime: Vec<serde_json::Value> = platform
+        .entries()
+        .into_iter()
+        .filter(|e| e["kind"] == "realtime")
+        .collect();
+    let last = realtime.last().expect("real-time frames while connected");
+    assert_eq!(
+        (last["cn"].as_str(), last["flag"].as_u64()),
+        (Some("2011"), Some(4))
+    );
+    let rtd: f64 = cp(last, "a24088-Rtd")
+        .expect("NMHC real-time value")
+        .parse()
+        .unwrap();
+    assert!((0.5..5.0).contains(&rtd), "baseline NMHC, got {rtd}");
+    assert!(cp(last, "a05002-Rtd").is_some(), "{last}");
     let qns: Vec<&str> = acked.iter().map(|e| e["qn"].as_str().unwrap()).collect();
     assert!(
         qns.windows(2).all(|w| w[0] < w[1]),

@@ -336,6 +336,8 @@ pub struct Hj212UplinkConfig {
     pub retries: u32,
     /// Longest wait between reconnection attempts.
     pub reconnect_max: Duration,
+    /// Period of real-time (2011) frames, if they are sent.
+    pub realtime: Option<Duration>,
     /// `(furnace/analyzer, MN)`, in key order.
     pub mn: Vec<(String, String)>,
 }
@@ -979,6 +981,17 @@ fn validate_hj212(
             3600,
             "s",
         );
+        let realtime = h.realtime_s.map(|_| {
+            Duration::from_secs(ranged(
+                issues,
+                &path.key("realtime_s"),
+                h.realtime_s,
+                30,
+                5,
+                3600,
+                "s",
+            ) as u64)
+        });
         if h.mn.is_empty() {
             issues.push(path.key("mn"), "no analyzer is mapped to an MN, so nothing would be sent; add e.g. mn = { \"F1/NMHC\" = \"010000A8900016F000169DC0\" }");
         }
@@ -1011,6 +1024,7 @@ fn validate_hj212(
             timeout: Duration::from_secs(timeout as u64),
             retries: retries as u32,
             reconnect_max: Duration::from_secs(reconnect_max as u64),
+            realtime,
             mn: h.mn.into_iter().collect(),
         });
     }

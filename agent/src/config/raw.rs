@@ -145,6 +145,9 @@ pub struct RawHj212Uplink {
     /// Longest wait between reconnection attempts, s (1–3600). Attempts back off exponentially
     /// from 1 s up to this, with jitter. Default 60.
     pub reconnect_max_s: Option<i64>,
+    /// Send real-time values (CN 2011, `-Rtd`, no acknowledgement asked) every this many
+    /// seconds (5–3600) while connected. Default: off.
+    pub realtime_s: Option<i64>,
     /// Device id (MN, up to 24 characters) of each analyzer sent to this platform, keyed by
     /// `furnace/analyzer`, e.g. `{ "F1/NMHC" = "010000A8900016F000169DC0" }`. Analyzers not
     /// listed are not sent.

@@ -87,6 +87,31 @@ pub enum Signal {
     LevelMm = 3,
 }
 
+/// Profile point names of the pollutants an analyzer may measure besides NMHC, with their
+/// HJ 212-2017 codes.
+pub const OTHER_POLLUTANTS: [(&str, &str); 3] = [
+    ("methane", "a05002"),
+    ("thc", "a24087"),
+    ("benzene", "a25002"),
+];
+
+/// A minute or hour value of a pollutant other than NMHC, alongside the NMHC value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PollutantValue {
+    /// HJ 212 pollutant code.
+    pub code: String,
+    /// Mean of the valid samples (minute) or valid minutes (valid hour only), mg/m³.
+    pub avg: Option<f64>,
+    /// Smallest valid value.
+    pub min: Option<f64>,
+    /// Largest valid value.
+    pub max: Option<f64>,
+    /// N by the same rules as NMHC (75 % of samples; 45 valid minutes), else D.
+    pub flag: Flag,
+    /// Valid samples (minute) or valid minutes (hour).
+    pub valid: u32,
+}
+
 /// Fields of a seal node's event latch (firmware register map), by slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatchField {
@@ -141,6 +166,13 @@ pub enum Role {
         bin: usize,
         /// Which field.
         field: LatchField,
+    },
+    /// Another pollutant an analyzer measures (methane, total hydrocarbons, benzene).
+    Pollutant {
+        /// Analyzer index.
+        analyzer: usize,
+        /// HJ 212 pollutant code, e.g. `a05002`.
+        code: &'static str,
     },
     /// The NMHC value of analyzer `analyzer`.
     Nmhc {
@@ -310,6 +342,9 @@ pub enum Output {
         flag: Flag,
         /// Samples taken.
         samples: u32,
+        /// The analyzer's other pollutants over the same minute.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        others: Vec<PollutantValue>,
         /// Rule-set version.
         ruleset: String,
     },
@@ -371,6 +406,9 @@ pub enum Output {
         peak: Option<f64>,
         /// Samples by flag.
         flags: FlagCounts,
+        /// The analyzer's other pollutants over the same hour.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        others: Vec<PollutantValue>,
         /// Rule-set version.
         ruleset: String,
     },
@@ -516,6 +554,14 @@ impl RulesConfig {
             }
             for a in &f.analyzers {
                 let profile = &config.devices[a.device].profile;
+                for (name, code) in OTHER_POLLUTANTS {
+                    if let Some(i) = profile.points.iter().position(|p| p.name == name) {
+                        roles[points.id(a.device, i).0 as usize] = Some(Role::Pollutant {
+                            analyzer: analyzers.len(),
+                            code,
+                        });
+                    }
+                }
                 if let Some(i) = profile.points.iter().position(|p| p.name == a.nmhc_point) {
                     roles[points.id(a.device, i).0 as usize] = Some(Role::Nmhc {
                         analyzer: analyzers.len(),
@@ -636,6 +682,9 @@ impl Engine {
                     }
                 }
                 Some(Role::Latch { bin, field }) => self.bins[bin].apply_latch(field, r),
+                Some(Role::Pollutant { analyzer, code }) => {
+                    self.analyzers[analyzer].sample_other(code, r, &self.ruleset, &mut out)
+                }
                 Some(Role::Nmhc { analyzer }) => {
                     self.analyzers[analyzer].sample(r, &self.ruleset, &mut out)
                 }

@@ -731,3 +731,67 @@ fn a_node_that_restarted_during_the_gap_reconciles_nothing() {
     let out = latch_run(T0 + 50 * S);
     assert!(cycles(&out).is_empty(), "{out:#?}");
 }
+
+#[test]
+fn methane_and_thc_are_aggregated_with_nmhc_in_the_same_minute_and_hour() {
+    let mut c = config();
+    c.roles.push(Some(Role::Pollutant {
+        analyzer: 0,
+        code: "a05002",
+    }));
+    c.roles.push(Some(Role::Pollutant {
+        analyzer: 0,
+        code: "a24087",
+    }));
+    let mut engine = Engine::new(&c);
+    let mut out = Vec::new();
+    for k in 0..(3600 / 5 + 60) {
+        let t = T0 + k * 5 * S;
+        // Methane before NMHC in the group: the minute still rolls over once, for both.
+        let mut group = vec![value(t, 5, 2.0 + (k % 2) as f64 * 0.2)];
+        group.push(value(t, 4, 1.5));
+        // THC fails in the last quarter of the hour: its hour is not valid.
+        let thc = if (45 * 60 / 5..3600 / 5).contains(&k) {
+            Reading::new(t, PointId(6), Outcome::Fault(Fault::Timeout), (None, None))
+        } else {
+            value(t, 6, 3.6)
+        };
+        group.push(thc);
+        out.extend(engine.ingest_poll(&group));
+    }
+    let Some(Output::NmhcMinute {
+        others, samples, ..
+    }) = out.iter().find(|o| matches!(o, Output::NmhcMinute { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(*samples, 12);
+    assert_eq!(others.len(), 2);
+    assert_eq!(
+        (
+            others[0].code.as_str(),
+            others[0].avg,
+            others[0].min,
+            others[0].max,
+            others[0].flag
+        ),
+        ("a05002", Some(2.1), Some(2.0), Some(2.2), Flag::N)
+    );
+    let hour = out.iter().find_map(|o| match o {
+        Output::NmhcHour {
+            hour_ms, others, ..
+        } if *hour_ms == T0 => Some(others.clone()),
+        _ => None,
+    });
+    let others = hour.expect("hour summary");
+    let methane = others.iter().find(|o| o.code == "a05002").unwrap();
+    let thc = others.iter().find(|o| o.code == "a24087").unwrap();
+    assert_eq!((methane.valid, methane.flag), (60, Flag::N));
+    assert!((methane.avg.unwrap() - 2.1).abs() < 1e-9);
+    assert_eq!(
+        (thc.valid, thc.flag),
+        (45, Flag::N),
+        "exactly 45 valid minutes is a valid hour"
+    );
+    assert!((thc.avg.unwrap() - 3.6).abs() < 1e-9);
+}

@@ -10,7 +10,9 @@
 use chrono_tz::Tz;
 
 use super::time::{hour_start, minute_start, MINUTE_MS};
-use super::{FlagCounts, Hours, Output, RuleSettings};
+use std::collections::BTreeMap;
+
+use super::{FlagCounts, Hours, Output, PollutantValue, RuleSettings};
 use crate::poll::reading::{Flag, Reading};
 
 /// Valid minutes a valid hour needs.
@@ -24,6 +26,59 @@ struct MinuteAcc {
     sum: f64,
     min: f64,
     max: f64,
+    /// Other pollutants of the same minute, by HJ 212 code.
+    others: BTreeMap<&'static str, Stat>,
+}
+
+impl MinuteAcc {
+    fn new(start: i64) -> Self {
+        MinuteAcc {
+            start,
+            samples: 0,
+            valid: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            others: BTreeMap::new(),
+        }
+    }
+}
+
+/// Samples of one other pollutant in a minute.
+#[derive(Debug, Clone, Default)]
+struct Stat {
+    samples: u32,
+    valid: u32,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl Stat {
+    fn add(&mut self, r: &Reading) {
+        self.samples += 1;
+        if let (Some(v), Flag::N) = (r.value(), r.flag) {
+            if v.is_finite() {
+                self.valid += 1;
+                self.sum += v;
+                self.min = Some(self.min.map_or(v, |m| m.min(v)));
+                self.max = Some(self.max.map_or(v, |m| m.max(v)));
+            }
+        }
+    }
+
+    /// The minute value: N with at least 75 % valid samples.
+    fn value(&self, code: &str) -> PollutantValue {
+        let n = self.valid > 0 && self.valid * 4 >= self.samples * 3;
+        PollutantValue {
+            code: code.to_owned(),
+            avg: (self.valid > 0).then(|| self.sum / f64::from(self.valid)),
+            min: self.min,
+            max: self.max,
+            flag: if n { Flag::N } else { Flag::D },
+            valid: self.valid,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -33,6 +88,8 @@ struct HourAcc {
     flags: FlagCounts,
     single_exceedances: u32,
     peak: Option<f64>,
+    /// Other pollutants: their valid minutes' (avg, min, max), by code.
+    others: BTreeMap<&'static str, Vec<(f64, f64, f64)>>,
 }
 
 #[derive(Debug)]
@@ -63,19 +120,7 @@ impl AnalyzerTracker {
         if r.at_ms < self.closed_until {
             return; // Later than its hour's closing: already summarised.
         }
-        let m = minute_start(r.at_ms);
-        if self.minute.as_ref().is_some_and(|acc| m > acc.start) {
-            self.close_minute(ruleset, out);
-        }
-        let acc = self.minute.get_or_insert(MinuteAcc {
-            start: m,
-            samples: 0,
-            valid: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        });
-        acc.samples += 1;
+        self.roll(r.at_ms, ruleset, out).samples += 1;
         let hour = hour_start(self.tz, r.at_ms);
         self.hours.entry(hour).or_default().flags.add(r.flag);
         let value = match (r.value(), r.flag) {
@@ -87,10 +132,12 @@ impl AnalyzerTracker {
                 return;
             }
         };
-        acc.valid += 1;
-        acc.sum += value;
-        acc.min = acc.min.min(value);
-        acc.max = acc.max.max(value);
+        if let Some(acc) = self.minute.as_mut() {
+            acc.valid += 1;
+            acc.sum += value;
+            acc.min = acc.min.min(value);
+            acc.max = acc.max.max(value);
+        }
         let hour_acc = self.hours.entry(hour).or_default();
         hour_acc.peak = Some(hour_acc.peak.map_or(value, |p: f64| p.max(value)));
         let limit = self.settings.nmhc_single_limit;
@@ -112,6 +159,34 @@ impl AnalyzerTracker {
         } else if let Some((started, peak)) = self.exceedance.take() {
             self.push_end(r.at_ms, started, peak, false, ruleset, out);
         }
+    }
+
+    /// The accumulator of the minute holding `at`, closing the previous minute first.
+    fn roll(&mut self, at: i64, ruleset: &str, out: &mut Vec<Output>) -> &mut MinuteAcc {
+        let m = minute_start(at);
+        if self.minute.as_ref().is_some_and(|acc| m > acc.start) {
+            self.close_minute(ruleset, out);
+        }
+        self.minute.get_or_insert_with(|| MinuteAcc::new(m))
+    }
+
+    /// A sample of another pollutant (methane, THC, benzene): aggregated like NMHC, carried in
+    /// the same minute and hour outputs; no limits apply.
+    pub(super) fn sample_other(
+        &mut self,
+        code: &'static str,
+        r: &Reading,
+        ruleset: &str,
+        out: &mut Vec<Output>,
+    ) {
+        if r.at_ms < self.closed_until {
+            return;
+        }
+        self.roll(r.at_ms, ruleset, out)
+            .others
+            .entry(code)
+            .or_default()
+            .add(r);
     }
 
     fn push_end(
@@ -145,6 +220,21 @@ impl AnalyzerTracker {
             Flag::D
         };
         let stats = (acc.valid > 0).then(|| (acc.sum / f64::from(acc.valid), acc.min, acc.max));
+        let others: Vec<PollutantValue> = acc
+            .others
+            .iter()
+            .map(|(code, stat)| stat.value(code))
+            .collect();
+        let hour_acc = self
+            .hours
+            .entry(hour_start(self.tz, acc.start))
+            .or_default();
+        for (code, v) in acc.others.keys().zip(&others) {
+            let minutes = hour_acc.others.entry(code).or_default();
+            if let (Flag::N, Some(avg), Some(min), Some(max)) = (v.flag, v.avg, v.min, v.max) {
+                minutes.push((avg, min, max));
+            }
+        }
         if let (Flag::N, Some(s)) = (flag, stats) {
             self.hours
                 .entry(hour_start(self.tz, acc.start))
@@ -160,6 +250,7 @@ impl AnalyzerTracker {
             max: stats.map(|s| s.2),
             flag,
             samples: acc.samples,
+            others,
             ruleset: ruleset.to_owned(),
         });
     }
@@ -200,6 +291,22 @@ impl AnalyzerTracker {
             single_exceedances: acc.single_exceedances,
             peak: acc.peak,
             flags: acc.flags,
+            others: acc
+                .others
+                .iter()
+                .map(|(code, minutes)| {
+                    let n = minutes.len() as u32;
+                    let ok = n >= VALID_MINUTES_PER_HOUR;
+                    PollutantValue {
+                        code: (*code).to_owned(),
+                        avg: ok.then(|| minutes.iter().map(|m| m.0).sum::<f64>() / f64::from(n)),
+                        min: minutes.iter().map(|m| m.1).reduce(f64::min),
+                        max: minutes.iter().map(|m| m.2).reduce(f64::max),
+                        flag: if ok { Flag::N } else { Flag::D },
+                        valid: n,
+                    }
+                })
+                .collect(),
             ruleset: ruleset.to_owned(),
         });
     }

@@ -7,8 +7,10 @@
 //! order, one frame per value and analyzer, to the analyzer's own MN (analyzers without an MN for
 //! this platform are skipped). CP: `DataTime` (start of the minute or hour, the site's local
 //! time) and `a24088-Min/-Avg/-Max` (mg/m³, 3 decimals; omitted when the engine had no valid
-//! value) with `a24088-Flag` (N or D, as the engine flagged it). Methane, total hydrocarbons and
-//! benzene are not sent: the engine does not aggregate them yet.
+//! value) with `a24088-Flag` (N or D, as the engine flagged it), then the same fields for each
+//! other pollutant the analyzer's profile measures: methane `a05002`, total hydrocarbons
+//! `a24087`, benzene `a25002` (profile points `methane`, `thc`, `benzene`), aggregated by the
+//! engine over the same minute or hour with the same validity rules.
 //!
 //! # Guarantees
 //!
@@ -122,6 +124,23 @@ pub struct Aggregate {
     pub max: Option<f64>,
     /// HJ 212 data flag letter.
     pub flag: String,
+    /// The analyzer's other pollutants over the same interval (methane, THC, benzene).
+    pub others: Vec<Other>,
+}
+
+/// Another pollutant's value in an [`Aggregate`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Other {
+    /// HJ 212 pollutant code, e.g. `a05002`.
+    pub code: String,
+    /// Mean, mg/m³.
+    pub avg: Option<f64>,
+    /// Smallest, mg/m³.
+    pub min: Option<f64>,
+    /// Largest, mg/m³.
+    pub max: Option<f64>,
+    /// HJ 212 data flag letter.
+    pub flag: String,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +152,8 @@ struct Body {
     min: Option<f64>,
     max: Option<f64>,
     flag: String,
+    #[serde(default)]
+    others: Vec<Other>,
 }
 
 impl Aggregate {
@@ -168,6 +189,11 @@ impl Aggregate {
             min: b.min,
             max: b.max,
             flag: b.flag,
+            others: b
+                .others
+                .into_iter()
+                .filter(|o| o.code.len() == 6 && o.code.chars().all(|c| c.is_ascii_alphanumeric()))
+                .collect(),
         })
     }
 }
@@ -198,18 +224,45 @@ fn utc_ms(tz: Tz, local: NaiveDateTime) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// The CP of a value: DataTime, then the NMHC fields.
-pub fn value_cp(value: &Aggregate, tz: Tz) -> Cp {
+/// The `-Min/-Avg/-Max/-Flag` fields of one pollutant (Min/Avg/Max only when there are values).
+fn pollutant_fields(
+    code: &str,
+    min: Option<f64>,
+    avg: Option<f64>,
+    max: Option<f64>,
+    flag: &str,
+) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = Vec::new();
-    for (suffix, v) in [("Min", value.min), ("Avg", value.avg), ("Max", value.max)] {
+    for (suffix, v) in [("Min", min), ("Avg", avg), ("Max", max)] {
         if let Some(text) = v.and_then(|v| codec::decimal(v, 3)) {
-            fields.push((format!("{NMHC}-{suffix}"), text));
+            fields.push((format!("{code}-{suffix}"), text));
         }
     }
-    fields.push((format!("{NMHC}-Flag"), value.flag.clone()));
-    Cp::new()
+    fields.push((format!("{code}-Flag"), flag.to_owned()));
+    fields
+}
+
+/// The CP of a value: DataTime, the NMHC fields, then one item per other pollutant measured.
+pub fn value_cp(value: &Aggregate, tz: Tz) -> Cp {
+    let mut cp = Cp::new()
         .with_item([("DataTime", codec::time_text(local(tz, value.start_ms)))])
-        .with_item(fields)
+        .with_item(pollutant_fields(
+            NMHC,
+            value.min,
+            value.avg,
+            value.max,
+            &value.flag,
+        ));
+    for other in &value.others {
+        cp = cp.with_item(pollutant_fields(
+            &other.code,
+            other.min,
+            other.avg,
+            other.max,
+            &other.flag,
+        ));
+    }
+    cp
 }
 
 /// The upload frame of a value (acknowledgement asked).
@@ -504,6 +557,36 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// Where the live values of real-time (2011) frames come from: the plant state, and per
+/// analyzer (`furnace/analyzer`) its points with their pollutant codes (NMHC first).
+#[derive(Debug, Clone)]
+pub struct LiveValues {
+    /// The agent's live state.
+    pub state: crate::state::PlantState,
+    /// Analyzer → `(pollutant code, point)`.
+    pub analyzers: Vec<(String, Vec<(&'static str, crate::poll::reading::PointId)>)>,
+}
+
+/// The CP of a real-time frame: DataTime (now, local), then `<code>-Rtd` and `<code>-Flag` of
+/// each pollutant with a latest reading (no value, only the flag, when the reading had none).
+pub fn realtime_cp(
+    readings: &[(&str, Option<crate::poll::reading::Reading>)],
+    now_ms: i64,
+    tz: Tz,
+) -> Cp {
+    let mut cp = Cp::new().with_item([("DataTime", codec::time_text(local(tz, now_ms)))]);
+    for (code, reading) in readings {
+        let Some(r) = reading else { continue };
+        let mut fields: Vec<(String, String)> = Vec::new();
+        if let Some(text) = r.value().and_then(|v| codec::decimal(v, 3)) {
+            fields.push((format!("{code}-Rtd"), text));
+        }
+        fields.push((format!("{code}-Flag"), r.flag.letter().to_string()));
+        cp = cp.with_item(fields);
+    }
+    cp
+}
+
 /// One platform: connects, delivers, answers, until stopped.
 pub struct Hj212Uplink {
     config: Hj212UplinkConfig,
@@ -512,6 +595,7 @@ pub struct Hj212Uplink {
     store: StoreHandle,
     cursor: String,
     last_qn_ms: i64,
+    live: Option<LiveValues>,
 }
 
 impl Hj212Uplink {
@@ -529,7 +613,53 @@ impl Hj212Uplink {
             db,
             store,
             last_qn_ms: 0,
+            live: None,
         }
+    }
+
+    /// Sends real-time frames from these live values (when `realtime_s` is set).
+    pub fn with_live_values(mut self, live: LiveValues) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The real-time frames of this moment, one per analyzer with an MN (no ack asked).
+    fn realtime_frames(&mut self) -> Vec<Frame> {
+        let Some(live) = self.live.clone() else {
+            return Vec::new();
+        };
+        let snapshot = live.state.snapshot();
+        let now = crate::clock::now_ms();
+        let mut frames = Vec::new();
+        for (analyzer, points) in &live.analyzers {
+            let Some(mn) = self
+                .config
+                .mn
+                .iter()
+                .find(|(a, _)| a == analyzer)
+                .map(|(_, m)| m.clone())
+            else {
+                continue;
+            };
+            let readings: Vec<(&str, Option<crate::poll::reading::Reading>)> = points
+                .iter()
+                .map(|(code, p)| (*code, snapshot.latest.get(p.0 as usize).copied().flatten()))
+                .collect();
+            if readings.iter().all(|(_, r)| r.is_none()) {
+                continue;
+            }
+            frames.push(Frame {
+                qn: self.next_qn(),
+                st: self.header.st.clone(),
+                cn: cn::REALTIME.to_owned(),
+                pw: self.header.pw.clone(),
+                mn,
+                flag: Flags::no_ack(self.header.version),
+                packet: None,
+                cp: realtime_cp(&readings, now, self.header.tz),
+            });
+        }
+        frames
     }
 
     fn next_qn(&mut self) -> String {
@@ -669,6 +799,15 @@ impl Hj212Uplink {
         let mut queue: VecDeque<Aggregate> = VecDeque::new();
         let mut in_flight: Option<InFlight> = None;
         let mut next_load = Instant::now();
+        let mut realtime = self
+            .config
+            .realtime
+            .filter(|_| self.live.is_some())
+            .map(|period| {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick
+            });
         loop {
             let mut position = acked.unwrap_or(0);
             if in_flight.is_none() {
@@ -735,6 +874,19 @@ impl Hj212Uplink {
             let wake = in_flight.as_ref().map_or(next_load, |f| f.deadline);
             tokio::select! {
                 () = stop.cancelled() => return End::Stopped,
+                _ = async {
+                    match realtime.as_mut() {
+                        Some(tick) => {
+                            tick.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    let frames = self.realtime_frames();
+                    if let Err(e) = self.write(&mut write, &frames).await {
+                        return End::Lost(e);
+                    }
+                }
                 msg = incoming.recv() => match msg {
                     None => return End::Lost("the platform closed the connection".to_owned()),
                     Some(Err(e)) => {

@@ -33,6 +33,7 @@ fn minute(analyzer: &str, at: i64, avg: Option<f64>, flag: Flag) -> Output {
         max: avg.map(|a| a + 0.3),
         flag,
         samples: 60,
+        others: Vec::new(),
         ruleset: "r".into(),
     }
 }
@@ -51,6 +52,7 @@ fn hour() -> Output {
         single_exceedances: 0,
         peak: Some(12.5),
         flags: FlagCounts::default(),
+        others: Vec::new(),
         ruleset: "r".into(),
     }
 }
@@ -253,6 +255,7 @@ async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requ
         timeout: Duration::from_millis(300),
         retries: 3,
         reconnect_max: Duration::from_secs(1),
+        realtime: None,
         mn: mns(),
     };
     let stop = CancellationToken::new();
@@ -360,6 +363,7 @@ async fn an_unanswering_platform_is_dropped_and_the_value_resent_on_the_next_con
         timeout: Duration::from_millis(100),
         retries: 2,
         reconnect_max: Duration::from_secs(1),
+        realtime: None,
         mn: mns(),
     };
     let stop = CancellationToken::new();
@@ -480,4 +484,43 @@ mn = {{ "F1/NMHC" = "M2" }}
     assert_eq!((p.st.as_str(), p.version, p.retries), ("27", 1, 3));
     assert_eq!(p.timeout, Duration::from_secs(10));
     assert_eq!(p.mn, [("F1/NMHC".to_owned(), "M2".to_owned())]);
+}
+
+#[test]
+fn other_pollutants_travel_in_the_same_frame_after_nmhc() {
+    let row = serde_json::json!({
+        "kind": "nmhc_minute", "analyzer": "F1/NMHC", "minute_ms": T0, "avg": 1.5, "min": 1.2, "max": 1.8, "flag": "N",
+        "samples": 12, "ruleset": "r",
+        "others": [
+            { "code": "a05002", "avg": 2.1, "min": 2.0, "max": 2.2, "flag": "N", "valid": 12 },
+            { "code": "a24087", "avg": null, "min": null, "max": null, "flag": "D", "valid": 0 }
+        ]
+    });
+    let value = Aggregate::from_row(7, "nmhc_minute", &row.to_string()).unwrap();
+    assert_eq!(value.others.len(), 2);
+    let text = value_cp(&value, chrono_tz::Asia::Shanghai).render();
+    assert!(
+        text.ends_with(";a24088-Min=1.200,a24088-Avg=1.500,a24088-Max=1.800,a24088-Flag=N;a05002-Min=2.000,a05002-Avg=2.100,a05002-Max=2.200,a05002-Flag=N;a24087-Flag=D"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_realtime_cp_carries_rtd_and_flag_of_each_pollutant() {
+    use crate::poll::reading::{Fault, Outcome, PointId, Reading};
+    let nmhc = Reading::new(T0, PointId(0), Outcome::Value(1.2346), (None, None));
+    let methane = Reading::new(T0, PointId(1), Outcome::Fault(Fault::Timeout), (None, None));
+    let cp = realtime_cp(
+        &[
+            ("a24088", Some(nmhc)),
+            ("a05002", Some(methane)),
+            ("a24087", None),
+        ],
+        T0,
+        chrono_tz::Asia::Shanghai,
+    );
+    assert_eq!(
+        cp.render(),
+        "DataTime=20260101080000;a24088-Rtd=1.235,a24088-Flag=N;a05002-Flag=B"
+    );
 }
