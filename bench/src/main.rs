@@ -94,7 +94,12 @@ fn main() -> anyhow::Result<()> {
     );
     let tcp = runtime.block_on(tcp::measure(window))?;
     if cli.tcp_only {
-        println!("agent {:.0} readings/s, bare tokio-modbus loop {:.0} readings/s: {}", tcp.agent, tcp.bare, ratio(tcp.agent, tcp.bare));
+        println!(
+            "agent {:.0} readings/s, bare tokio-modbus loop {:.0} readings/s: {}",
+            tcp.agent,
+            tcp.bare,
+            ratio(tcp.agent, tcp.bare)
+        );
         return Ok(());
     }
     eprintln!("bench: store ingest and size ({seconds} s of 1,000 points at 1 Hz)…");

@@ -347,7 +347,9 @@ impl Store {
             let mut rows: Vec<(i64, Sample)> = Vec::new();
             {
                 let mut select = tx
-                    .prepare("SELECT point_id, at_ms, value, outcome, flag FROM readings_recent WHERE rowid <= ?1 ORDER BY point_id, at_ms, rowid")
+                    // In insertion order: no SQL sort (it dominated compaction); grouped and
+                    // ordered in memory below.
+                    .prepare("SELECT point_id, at_ms, value, outcome, flag FROM readings_recent WHERE rowid <= ?1")
                     .map_err(sql("compacting readings"))?;
                 let mut cursor = select
                     .query(params![max_rowid])
@@ -376,6 +378,8 @@ impl Store {
                     ));
                 }
             }
+            // By point, then time; the sort is stable, so equal times keep their commit order.
+            rows.sort_by_key(|(id, s)| (*id, s.at_ms));
             let mut insert = tx
                 .prepare("INSERT INTO reading_chunks(point_id, first_ms, last_ms, count, body) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(sql("compacting readings"))?;
