@@ -296,6 +296,30 @@ pub(crate) fn stored(db: &Path, point: &str) -> Vec<StoredReading> {
     }
 }
 
+/// Waits until `point` has a reading after `since` that satisfies `test`; fails at once if the
+/// agent exits meanwhile.
+pub(crate) fn wait_for_reading(
+    agent: &mut Proc,
+    db: &Path,
+    point: &str,
+    since: i64,
+    what: &str,
+    test: impl Fn(
+        &sealwatch_agent::poll::reading::Outcome,
+        sealwatch_agent::poll::reading::Flag,
+    ) -> bool,
+) {
+    wait_until(Duration::from_secs(20), &format!("{point}: {what}"), || {
+        if let Some(status) = agent.try_exit() {
+            panic!("agent exited with {status}:\n{}", agent.stderr());
+        }
+        stored(db, point)
+            .iter()
+            .any(|r| r.at_ms > since && test(&r.outcome, r.flag))
+            .then_some(())
+    });
+}
+
 /// Every point key the agent registered.
 pub(crate) fn stored_points(db: &Path) -> Vec<String> {
     if !db.exists() {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
 
-use crate::harness::{now_ms, small_site, start_agent, stored, stored_points, wait_until, Sim};
+use crate::harness::{
+    now_ms, small_site, start_agent, stored, stored_points, wait_for_reading, wait_until, Sim,
+};
 
 /// A plant and an agent polling it, in a temp dir.
 struct Running {
@@ -37,16 +39,7 @@ impl Running {
         test: impl Fn(&Outcome, Flag) -> bool,
     ) {
         let db = self.db();
-        let agent = &mut self.agent;
-        wait_until(Duration::from_secs(20), &format!("{point}: {what}"), || {
-            if let Some(status) = agent.try_exit() {
-                panic!("agent exited with {status}:\n{}", agent.stderr());
-            }
-            stored(&db, point)
-                .iter()
-                .any(|r| r.at_ms > since && test(&r.outcome, r.flag))
-                .then_some(())
-        });
+        wait_for_reading(&mut self.agent, &db, point, since, what, test);
     }
 }
 

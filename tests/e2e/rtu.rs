@@ -8,7 +8,8 @@ use std::time::Duration;
 use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
 
 use crate::harness::{
-    ensure_key, now_ms, python, start_agent, stored, wait_until, workspace, Proc, Sim,
+    ensure_key, now_ms, python, start_agent, stored, wait_for_reading, wait_until, workspace, Proc,
+    Sim,
 };
 
 const TIMEOUT_MS: u64 = 200;
@@ -88,16 +89,7 @@ impl Line {
         test: impl Fn(&Outcome, Flag) -> bool,
     ) {
         let db = self.db();
-        let agent = &mut self.agent;
-        wait_until(Duration::from_secs(20), &format!("{point}: {what}"), || {
-            if let Some(status) = agent.try_exit() {
-                panic!("agent exited with {status}:\n{}", agent.stderr());
-            }
-            stored(&db, point)
-                .iter()
-                .any(|r| r.at_ms > since && test(&r.outcome, r.flag))
-                .then_some(())
-        });
+        wait_for_reading(&mut self.agent, &db, point, since, what, test);
     }
 
     /// The agent's `/api/state` document.
