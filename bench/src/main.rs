@@ -30,6 +30,9 @@ struct Cli {
     /// Only the Modbus TCP row, printed and not written (for profiling it).
     #[arg(long)]
     tcp_only: bool,
+    /// Only the evidence drain row, printed and not written (for profiling it).
+    #[arg(long)]
+    evidence_only: bool,
 }
 
 fn machine() -> String {
@@ -88,6 +91,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
+    if cli.evidence_only {
+        let records = if cli.quick { 100_000 } else { 1_000_000 };
+        let drain = runtime.block_on(evidence::measure(records))?;
+        println!(
+            "evidence drain {:.0} records/s, sealing {:.0} records/s",
+            drain.drain_rate, drain.seal_rate
+        );
+        return Ok(());
+    }
     eprintln!(
         "bench: Modbus TCP throughput ({} s windows)…",
         window.as_secs()

@@ -149,3 +149,37 @@ fn canonical_json_sorts_keys_and_fixes_decimals() {
         r#"{"a":{"y":true,"z":null},"b":["1.250",2,"-0.500"]}"#
     );
 }
+
+#[test]
+fn batched_checking_agrees_with_one_by_one_checking() {
+    use super::verify::check_chain_batched;
+    let (records, head) = seal("s", &key(), Head::EMPTY, &drafts(50)).unwrap();
+    let vk = key().verifying_key();
+    assert_eq!(
+        check_chain_batched("s", &vk, Head::EMPTY, &records),
+        Ok(head)
+    );
+    let mut forged = records.clone();
+    let (other, _) = seal(
+        "s",
+        &SigningKey::from_bytes(&[8; 32]),
+        Head::EMPTY,
+        &drafts(50),
+    )
+    .unwrap();
+    forged[30].signature = other[30].signature.clone();
+    assert_eq!(
+        check_chain_batched("s", &vk, Head::EMPTY, &forged),
+        check_chain("s", &vk, Head::EMPTY, &forged)
+    );
+    assert!(matches!(
+        check_chain_batched("s", &vk, Head::EMPTY, &forged),
+        Err(ChainError::Signature { seq: 31, .. })
+    ));
+    let mut changed = records.clone();
+    changed[10].body = changed[10].body.replace("612.500", "912.500");
+    assert!(matches!(
+        check_chain_batched("s", &vk, Head::EMPTY, &changed),
+        Err(ChainError::Hash { seq: 11, .. })
+    ));
+}

@@ -147,3 +147,41 @@ pub fn head_before(r: &EvidenceRecord) -> Option<Head> {
         hash,
     })
 }
+
+/// The same check as [`check_chain`], with the signatures verified together in one batch
+/// (about twice as fast for long runs). On any failure it falls back to [`check_chain`], so the
+/// error names the first broken record exactly as the one-by-one check would.
+pub fn check_chain_batched(
+    site: &str,
+    key: &VerifyingKey,
+    start: Head,
+    records: &[EvidenceRecord],
+) -> Result<Head, ChainError> {
+    let mut head = start;
+    let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(records.len());
+    let mut signatures: Vec<Signature> = Vec::with_capacity(records.len());
+    for r in records {
+        let hash = chain_hash(&head.hash, &canonical_bytes(site, r.seq, &r.draft()));
+        let signature = hex::decode(&r.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok());
+        let linked = r.site == site
+            && r.seq == head.seq + 1
+            && r.prev_hash == hex::encode(head.hash)
+            && hex::encode(hash) == r.hash;
+        match (linked, signature) {
+            (true, Some(sig)) => {
+                hashes.push(hash);
+                signatures.push(Signature::from_bytes(&sig));
+                head = Head { seq: r.seq, hash };
+            }
+            _ => return check_chain(site, key, start, records),
+        }
+    }
+    let messages: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
+    let keys = vec![*key; messages.len()];
+    match ed25519_dalek::verify_batch(&messages, &signatures, &keys) {
+        Ok(()) => Ok(head),
+        Err(_) => check_chain(site, key, start, records),
+    }
+}
