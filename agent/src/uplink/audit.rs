@@ -108,6 +108,7 @@ pub struct AuditUplink {
     state: PlantState,
     client: reqwest::Client,
     acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reader: std::sync::Arc<std::sync::Mutex<Option<Store>>>,
 }
 
 impl AuditUplink {
@@ -148,6 +149,7 @@ impl AuditUplink {
             state,
             client,
             acked: Default::default(),
+            reader: Default::default(),
         })
     }
 
@@ -164,17 +166,25 @@ impl AuditUplink {
     async fn load(&self, acked: Option<u64>) -> Result<(u64, u64, Vec<EvidenceRecord>), String> {
         let db = self.db.clone();
         let batch = self.config.batch_records;
+        let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let store = Store::open_read_only(&db).map_err(|e| e.to_string())?;
-            let acked = match acked {
-                Some(a) => a,
-                None => store.uplink_cursor(CURSOR).map_err(|e| e.to_string())?,
-            };
-            let head = store.evidence_head().map_err(|e| e.to_string())?.seq;
-            let records = store
-                .evidence_range(acked + 1, batch)
-                .map_err(|e| e.to_string())?;
-            Ok((acked, head, records))
+            // One read-only connection, kept across loads (the idle loop asks three times a
+            // second); dropped on any error and opened again next time.
+            let mut slot = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(Store::open_read_only(&db).map_err(|e| e.to_string())?);
+            }
+            let result = slot.as_ref().map(|store| read_batch(store, acked, batch));
+            match result {
+                Some(Ok(found)) => Ok(found),
+                Some(Err(e)) => {
+                    *slot = None;
+                    Err(e)
+                }
+                None => Err("no database connection".to_owned()),
+            }
         })
         .await
         .map_err(|e| e.to_string())?
@@ -304,6 +314,23 @@ impl AuditUplink {
             }
         }
     }
+}
+
+/// (acked cursor, head seq, next batch) from an open database.
+fn read_batch(
+    store: &Store,
+    acked: Option<u64>,
+    batch: usize,
+) -> Result<(u64, u64, Vec<EvidenceRecord>), String> {
+    let acked = match acked {
+        Some(a) => a,
+        None => store.uplink_cursor(CURSOR).map_err(|e| e.to_string())?,
+    };
+    let head = store.evidence_head().map_err(|e| e.to_string())?.seq;
+    let records = store
+        .evidence_range(acked + 1, batch)
+        .map_err(|e| e.to_string())?;
+    Ok((acked, head, records))
 }
 
 /// Sleeps; true if `stop` came first.
