@@ -194,26 +194,35 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
     let pipeline = tokio::spawn(async move {
         // Ends when every bus task has ended and the channel is drained. Each batch is one poll
         // group (one device, one time): exactly the engine's unit of input.
-        while let Some(batch) = rx.recv().await {
-            pipeline_state.record(&batch);
-            let drafts = device_evidence(
-                &batch,
-                &pipeline_points,
-                &pipeline_state,
-                &device_names,
-                &mut device_seen,
-            );
+        // Whatever polls are waiting are taken together: one hand-over to the store for all.
+        let mut polls: Vec<Vec<Reading>> = Vec::with_capacity(POLLS_PER_HANDOVER);
+        while rx.recv_many(&mut polls, POLLS_PER_HANDOVER).await > 0 {
+            let mut readings = Vec::with_capacity(polls.iter().map(Vec::len).sum());
+            let mut outputs = Vec::new();
+            let mut drafts = Vec::new();
+            for batch in polls.drain(..) {
+                pipeline_state.record(&batch);
+                drafts.extend(device_evidence(
+                    &batch,
+                    &pipeline_points,
+                    &pipeline_state,
+                    &device_names,
+                    &mut device_seen,
+                ));
+                let found = engine.ingest_poll(&batch);
+                if !found.is_empty() {
+                    log_outputs(&found);
+                    pipeline_state.set_bins(engine.bin_states());
+                    pipeline_state.note_outputs(&found);
+                    outputs.extend(found);
+                }
+                readings.extend(batch);
+            }
             if !drafts.is_empty() && store_handle.send_evidence(drafts).await.is_err() {
                 break;
             }
-            let outputs = engine.ingest_poll(&batch);
-            if !outputs.is_empty() {
-                log_outputs(&outputs);
-                pipeline_state.set_bins(engine.bin_states());
-                pipeline_state.note_outputs(&outputs);
-            }
             if store_handle
-                .send_with_outputs(batch, outputs)
+                .send_with_outputs(readings, outputs)
                 .await
                 .is_err()
             {
@@ -251,6 +260,9 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         hj212,
     })
 }
+
+/// Polls the pipeline takes from the bus tasks at most at once.
+const POLLS_PER_HANDOVER: usize = 64;
 
 /// Each analyzer's live points with their HJ 212 codes (NMHC first), for real-time frames.
 fn live_values(

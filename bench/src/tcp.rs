@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealwatch_agent::config::profile::{Profile, Table};
+use sealwatch_agent::config::SiteConfig;
 use sealwatch_agent::poll::plan::plan_reads;
 use sealwatch_agent::run;
 use sealwatch_sim::scenario::Scenario;
@@ -17,21 +18,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::site::seal_node_site;
 
-/// Readings per second of the bare loop and of the agent.
+/// Readings per second of the bare loop and of the agent, in alternating rounds (the machine's
+/// speed drifts; alternating keeps both sides under the same conditions).
 pub(crate) struct TcpFigures {
+    /// Mean of the rounds.
     pub(crate) bare: f64,
+    /// Mean of the rounds.
     pub(crate) agent: f64,
+    /// Agent ÷ bare loop, per round.
+    pub(crate) round_ratios: Vec<f64>,
     pub(crate) connections: usize,
     pub(crate) devices: usize,
 }
 
-const BUSES: usize = 16;
+const BUSES: usize = 32;
 const NODES: usize = 240;
+const ROUNDS: usize = 3;
 
 pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     let dir = tempfile::tempdir()?;
-    // The agent's fastest poll interval (100 ms) × 480 seal nodes asks for more than one
-    // connection can carry, so the agent runs saturated.
+    // The agent's fastest poll interval (100 ms) × 7,680 seal nodes asks for more than the
+    // connections can carry (about 3 million readings/s), so the agent runs saturated.
     let placeholder = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &[])?;
     let sim = serve::start(&placeholder, Scenario::default(), SimOptions::default()).await?;
     let addresses: Vec<String> = (0..BUSES)
@@ -40,10 +47,26 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     let mut config = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &addresses)?;
     config.store.path = dir.path().join("bench.db");
 
-    let bare = bare_loop(&addresses, window).await?;
+    let (mut bare, mut agent) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        bare.push(bare_loop(&addresses, window).await?);
+        agent.push(agent_window(&config, window).await?);
+    }
+    sim.stop();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok(TcpFigures {
+        bare: mean(&bare),
+        agent: mean(&agent),
+        round_ratios: agent.iter().zip(&bare).map(|(a, b)| a / b).collect(),
+        connections: BUSES,
+        devices: BUSES * NODES,
+    })
+}
 
+/// Readings/s through a freshly started agent, after 2 s of warm-up.
+async fn agent_window(config: &SiteConfig, window: Duration) -> anyhow::Result<f64> {
     let stop = CancellationToken::new();
-    let agent = run::start(config, stop.clone()).await?;
+    let agent = run::start(config.clone(), stop.clone()).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = agent.state.snapshot().readings_total;
     let started = Instant::now();
@@ -52,13 +75,7 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     let rate = (after - before) as f64 / started.elapsed().as_secs_f64();
     stop.cancel();
     agent.finished().await;
-    sim.stop();
-    Ok(TcpFigures {
-        bare,
-        agent: rate,
-        connections: BUSES,
-        devices: BUSES * NODES,
-    })
+    Ok(rate)
 }
 
 /// One tokio-modbus connection per bus, each cycling through its units reading exactly the

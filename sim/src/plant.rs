@@ -275,6 +275,8 @@ pub struct Plant {
     pub devices: Vec<DeviceModel>,
     /// VOC plume per furnace, mg/m³ above baseline.
     pub plume: Vec<f64>,
+    /// Device index by (bus, unit id): every request looks its device up.
+    by_address: std::collections::HashMap<(usize, u8), usize>,
 }
 
 impl Plant {
@@ -332,12 +334,18 @@ impl Plant {
                 });
             }
         }
+        let mut by_address = std::collections::HashMap::new();
+        for (i, d) in devices.iter().enumerate() {
+            // The first device configured at an address answers, as on a real bus.
+            by_address.entry((d.bus, d.unit)).or_insert(i);
+        }
         Plant {
             t: 0.0,
             bins,
             analyzers,
             devices,
             plume: vec![0.0; config.furnaces.len()],
+            by_address,
         }
     }
 
@@ -379,9 +387,7 @@ impl Plant {
 
     /// The device with this unit id on bus `bus`.
     pub fn device_at(&self, bus: usize, unit: u8) -> Option<usize> {
-        self.devices
-            .iter()
-            .position(|d| d.bus == bus && d.unit == unit)
+        self.by_address.get(&(bus, unit)).copied()
     }
 
     /// Whether the device answers at all now.

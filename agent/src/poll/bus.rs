@@ -273,9 +273,14 @@ impl<L: Link> BusPoller<L> {
                 return;
             };
             let due = self.devices[next].next_due;
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(due) => {}
+            if due > Instant::now() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            } else if stop.is_cancelled() {
+                // Behind schedule: no timer to wait for.
+                return;
             }
             let now = Instant::now();
             let at_ms = now_ms();
@@ -398,7 +403,7 @@ impl<L: Link> BusPoller<L> {
     async fn poll_device(&mut self, i: usize, at_ms: i64) -> (Vec<Reading>, bool) {
         let timeout = self.devices[i].timeout.unwrap_or(self.bus.timeout);
         let unit = self.devices[i].unit;
-        let mut readings = Vec::new();
+        let mut readings = Vec::with_capacity(self.devices[i].profile.points.len());
         let mut answered = false;
         let mut failure: Option<(Fault, String)> = None;
         let mut reads = self.devices[i].reads.clone();

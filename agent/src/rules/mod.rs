@@ -617,8 +617,8 @@ pub struct Engine {
     analyzers: Vec<AnalyzerTracker>,
     /// Latest reading time seen, ms.
     watermark: Option<i64>,
-    /// Start of the oldest hour not yet summarised.
-    open_hour: Option<i64>,
+    /// Start and end of the oldest hour not yet summarised.
+    open_hour: Option<(i64, i64)>,
     /// How long after an hour ends it is closed, ms (late readings of other buses still count).
     lateness_ms: i64,
 }
@@ -666,7 +666,7 @@ impl Engine {
         };
         if self.open_hour.is_none() {
             let hour = time::hour_start(self.tz, at);
-            self.open_hour = Some(hour);
+            self.open_hour = Some((hour, time::next_hour(self.tz, hour)));
             for b in &mut self.bins {
                 b.start(hour);
             }
@@ -706,8 +706,7 @@ impl Engine {
         for a in &mut self.analyzers {
             a.close_minutes_before(watermark - self.lateness_ms, &self.ruleset, out);
         }
-        while let Some(hour) = self.open_hour {
-            let end = time::next_hour(self.tz, hour);
+        while let Some((hour, end)) = self.open_hour {
             if watermark < end + self.lateness_ms {
                 break;
             }
@@ -717,7 +716,7 @@ impl Engine {
             for a in &mut self.analyzers {
                 a.close_hour(hour, end, &self.ruleset, out);
             }
-            self.open_hour = Some(end);
+            self.open_hour = Some((end, time::next_hour(self.tz, end)));
         }
     }
 

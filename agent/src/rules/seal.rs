@@ -2,7 +2,7 @@
 
 use chrono_tz::Tz;
 
-use super::time::{hour_start, next_hour};
+use super::time::HourCalendar;
 use super::{
     BinRules, FlagCounts, Hours, LatchField, Output, RuleSettings, SealState, Signal, Signature,
 };
@@ -54,7 +54,7 @@ enum Assessment {
 pub(super) struct BinTracker {
     rules: BinRules,
     settings: RuleSettings,
-    tz: Tz,
+    calendar: HourCalendar,
     inputs: [Option<Input>; 4],
     state: SealState,
     since: Option<i64>,
@@ -111,7 +111,7 @@ impl BinTracker {
         BinTracker {
             rules,
             settings,
-            tz,
+            calendar: HourCalendar::new(tz),
             inputs: [None; 4],
             state: SealState::Unknown,
             since: None,
@@ -281,7 +281,7 @@ impl BinTracker {
         });
         if r.at_ms >= self.closed_until {
             self.hours
-                .entry(hour_start(self.tz, r.at_ms))
+                .entry(self.calendar.start_of(r.at_ms))
                 .or_default()
                 .flags
                 .add(r.flag);
@@ -347,7 +347,8 @@ impl BinTracker {
     /// Judges the bin at time `t`, after a poll group was applied.
     pub(super) fn judge(&mut self, t: i64, ruleset: &str, out: &mut Vec<Output>) {
         if self.since.is_none() {
-            self.start(hour_start(self.tz, t));
+            let hour = self.calendar.start_of(t);
+            self.start(hour);
         }
         // A gap in judgements longer than the stale limit is unknown time from when it went stale.
         if let Some(prev) = self.last_judged {
@@ -547,7 +548,7 @@ impl BinTracker {
     }
 
     fn hour(&mut self, t: i64) -> &mut HourAcc {
-        let h = hour_start(self.tz, t.max(self.closed_until));
+        let h = self.calendar.start_of(t.max(self.closed_until));
         self.hours.entry(h).or_default()
     }
 
@@ -556,8 +557,8 @@ impl BinTracker {
         let Some(mut from) = self.since else { return };
         let index = self.state.index();
         while from < to {
-            let h = hour_start(self.tz, from);
-            let end = next_hour(self.tz, h).min(to);
+            let (h, end) = self.calendar.of(from);
+            let end = end.min(to);
             self.hours.entry(h).or_default().state_ms[index] += end - from;
             from = end;
         }

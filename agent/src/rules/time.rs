@@ -1,6 +1,6 @@
 //! Local-time alignment of minutes and hours, as pure functions of a UTC timestamp and a zone.
 
-use chrono::{TimeZone, Timelike};
+use chrono::{Offset, TimeZone};
 use chrono_tz::Tz;
 
 /// One minute, ms.
@@ -12,19 +12,14 @@ pub fn minute_start(t: i64) -> i64 {
     t - t.rem_euclid(MINUTE_MS)
 }
 
-/// Start of the local hour holding `t`, as ms since epoch.
+/// Start of the local hour holding `t`, as ms since epoch: `t` truncated to the hour on the
+/// local clock in force at `t`. Where clocks go back, the repeated hour is two hours, one under
+/// each offset, and each holds its own instants.
 pub fn hour_start(tz: Tz, t: i64) -> i64 {
-    let Some(local) = tz.timestamp_millis_opt(t).single() else {
-        return t - t.rem_euclid(3_600_000);
-    };
-    let truncated = local
-        .with_minute(0)
-        .and_then(|l| l.with_second(0))
-        .and_then(|l| l.with_nanosecond(0));
-    match truncated {
-        Some(l) => l.timestamp_millis(),
-        None => t - t.rem_euclid(3_600_000),
-    }
+    let offset_ms = tz.timestamp_millis_opt(t).single().map_or(0, |local| {
+        i64::from(local.offset().fix().local_minus_utc()) * 1000
+    });
+    t - (t + offset_ms).rem_euclid(3_600_000)
 }
 
 /// Start of the local hour after the one starting at `hour`.
@@ -35,6 +30,48 @@ pub fn next_hour(tz: Tz, hour: i64) -> i64 {
         candidate += MINUTE_MS;
     }
     hour_start(tz, candidate)
+}
+
+/// The local hours of a zone, remembering the last one looked up: almost every timestamp falls
+/// in the same hour as the one before, and the zone arithmetic is the costly part.
+#[derive(Debug, Clone, Copy)]
+pub struct HourCalendar {
+    tz: Tz,
+    start: i64,
+    end: i64,
+}
+
+impl HourCalendar {
+    /// Hours of `tz`.
+    pub fn new(tz: Tz) -> HourCalendar {
+        HourCalendar {
+            tz,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Start and end of the local hour holding `t`: the same as [`hour_start`] and
+    /// [`next_hour`].
+    pub fn of(&mut self, t: i64) -> (i64, i64) {
+        if t < self.start || t >= self.end {
+            let start = hour_start(self.tz, t);
+            let end = next_hour(self.tz, start);
+            // Remember the hour only where every instant in it maps back to its start (zone
+            // transitions may not).
+            if hour_start(self.tz, end - 1) == start {
+                (self.start, self.end) = (start, end);
+            } else {
+                return (start, end);
+            }
+        }
+        (self.start, self.end)
+    }
+
+    /// Start of the local hour holding `t`.
+    pub fn start_of(&mut self, t: i64) -> i64 {
+        self.of(t).0
+    }
 }
 
 /// Local `YYYY-MM-DDTHH:MM±hh:mm` of a timestamp, for people.
@@ -74,5 +111,31 @@ mod tests {
     fn minutes() {
         assert_eq!(minute_start(T0 + 61_234), T0 + 60_000);
         assert_eq!(minute_start(-1), -60_000);
+    }
+
+    #[test]
+    fn the_calendar_answers_as_the_functions_do_across_a_year_of_zone_changes() {
+        // 17-minute steps through 2026, forward then back, in zones with daylight saving
+        // (Berlin), half hours (Kolkata) and both (St John's).
+        let zones = [
+            chrono_tz::Europe::Berlin,
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::America::St_Johns,
+        ];
+        for tz in zones {
+            let mut calendar = HourCalendar::new(tz);
+            let times: Vec<i64> = (0..31_000)
+                .map(|k| T0 + k * 17 * 60_000 + k % 1000)
+                .collect();
+            for &t in times.iter().chain(times.iter().rev()) {
+                let hour = hour_start(tz, t);
+                let end = next_hour(tz, hour);
+                assert!(
+                    hour <= t && t < end,
+                    "{tz}: {t} outside its hour {hour}..{end}"
+                );
+                assert_eq!(calendar.of(t), (hour, end), "{tz} at {t}");
+            }
+        }
     }
 }

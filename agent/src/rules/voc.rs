@@ -9,7 +9,7 @@
 
 use chrono_tz::Tz;
 
-use super::time::{hour_start, minute_start, MINUTE_MS};
+use super::time::{minute_start, HourCalendar, MINUTE_MS};
 use std::collections::BTreeMap;
 
 use super::{FlagCounts, Hours, Output, PollutantValue, RuleSettings};
@@ -96,7 +96,7 @@ struct HourAcc {
 pub(super) struct AnalyzerTracker {
     key: String,
     settings: RuleSettings,
-    tz: Tz,
+    calendar: HourCalendar,
     minute: Option<MinuteAcc>,
     hours: Hours<HourAcc>,
     exceedance: Option<(i64, f64)>,
@@ -108,7 +108,7 @@ impl AnalyzerTracker {
         AnalyzerTracker {
             key,
             settings,
-            tz,
+            calendar: HourCalendar::new(tz),
             minute: None,
             hours: Hours::new(),
             exceedance: None,
@@ -121,7 +121,7 @@ impl AnalyzerTracker {
             return; // Later than its hour's closing: already summarised.
         }
         self.roll(r.at_ms, ruleset, out).samples += 1;
-        let hour = hour_start(self.tz, r.at_ms);
+        let hour = self.calendar.start_of(r.at_ms);
         self.hours.entry(hour).or_default().flags.add(r.flag);
         let value = match (r.value(), r.flag) {
             (Some(v), Flag::N) if v.is_finite() => v,
@@ -227,7 +227,7 @@ impl AnalyzerTracker {
             .collect();
         let hour_acc = self
             .hours
-            .entry(hour_start(self.tz, acc.start))
+            .entry(self.calendar.start_of(acc.start))
             .or_default();
         for (code, v) in acc.others.keys().zip(&others) {
             let minutes = hour_acc.others.entry(code).or_default();
@@ -237,7 +237,7 @@ impl AnalyzerTracker {
         }
         if let (Flag::N, Some(s)) = (flag, stats) {
             self.hours
-                .entry(hour_start(self.tz, acc.start))
+                .entry(self.calendar.start_of(acc.start))
                 .or_default()
                 .minutes
                 .push(s);

@@ -1,4 +1,4 @@
-//! Compact encoding of one point's readings: the body of a `reading_chunks` row.
+//! Compact encoding of one point's readings: its part of a frame or block (see [`super::frame`]).
 //!
 //! Each reading is one header byte and, when needed, a few more:
 //!
@@ -27,6 +27,16 @@ pub struct Sample {
     pub outcome: Outcome,
     /// Flag.
     pub flag: Flag,
+}
+
+impl From<&crate::poll::reading::Reading> for Sample {
+    fn from(r: &crate::poll::reading::Reading) -> Sample {
+        Sample {
+            at_ms: r.at_ms,
+            outcome: r.outcome,
+            flag: r.flag,
+        }
+    }
 }
 
 /// A chunk body that does not decode.
@@ -68,7 +78,7 @@ pub fn fault_from_code(code: u8) -> Option<Fault> {
     })
 }
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut z = ((value << 1) ^ (value >> 63)) as u64;
     loop {
         let byte = (z & 0x7F) as u8;
@@ -81,9 +91,16 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
     }
 }
 
-/// Encodes samples (in time order) starting from `first_ms` (the first sample's time).
+/// Encodes samples (in time order); the first sample's time is kept by the caller (the row's
+/// `first_ms`).
 pub fn encode(samples: &[Sample]) -> Vec<u8> {
     let mut out = Vec::with_capacity(samples.len() * 2 + 8);
+    encode_into(&mut out, samples);
+    out
+}
+
+/// Appends the encoding of `samples` to `out`.
+pub fn encode_into(out: &mut Vec<u8>, samples: &[Sample]) {
     let mut prev_at = samples.first().map_or(0, |s| s.at_ms);
     let mut prev_step: i64 = 0;
     let mut prev_bits: u64 = 0;
@@ -94,7 +111,9 @@ pub fn encode(samples: &[Sample]) -> Vec<u8> {
         if dod == 0 {
             header |= SAME_STEP;
         }
-        let mut tail: Vec<u8> = Vec::new();
+        // At most a length byte and 8 value bytes; kept on the stack.
+        let mut tail = [0u8; 9];
+        let mut tail_len = 0;
         match s.outcome {
             Outcome::Value(v) => {
                 let bits = v.to_bits();
@@ -103,41 +122,43 @@ pub fn encode(samples: &[Sample]) -> Vec<u8> {
                     header |= KIND_SAME;
                 } else {
                     header |= KIND_NEW;
-                    let lz = (xor.leading_zeros() / 8) as u8;
-                    let tz = (xor.trailing_zeros() / 8) as u8;
-                    tail.push((lz << 4) | tz);
-                    let bytes = xor.to_be_bytes();
-                    tail.extend_from_slice(&bytes[usize::from(lz)..8 - usize::from(tz)]);
+                    let lz = (xor.leading_zeros() / 8) as usize;
+                    let tz = (xor.trailing_zeros() / 8) as usize;
+                    tail[0] = ((lz as u8) << 4) | tz as u8;
+                    let middle = &xor.to_be_bytes()[lz..8 - tz];
+                    tail[1..=middle.len()].copy_from_slice(middle);
+                    tail_len = 1 + middle.len();
                 }
                 prev_bits = bits;
             }
             Outcome::Exception(code) => {
                 header |= KIND_EXCEPTION;
-                tail.push(code);
+                tail[0] = code;
+                tail_len = 1;
             }
             Outcome::Fault(f) => {
                 header |= KIND_FAULT;
-                tail.push(fault_code(f));
+                tail[0] = fault_code(f);
+                tail_len = 1;
             }
         }
         out.push(header);
         if dod != 0 {
-            put_varint(&mut out, dod);
+            put_varint(out, dod);
         }
-        out.extend_from_slice(&tail);
+        out.extend_from_slice(&tail[..tail_len]);
         prev_at = s.at_ms;
         prev_step = step;
     }
-    out
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl Cursor<'_> {
-    fn byte(&mut self, reason: &'static str) -> Result<u8, ChunkError> {
+    pub(crate) fn byte(&mut self, reason: &'static str) -> Result<u8, ChunkError> {
         let b = *self.bytes.get(self.pos).ok_or(ChunkError {
             offset: self.pos,
             reason,
@@ -146,7 +167,7 @@ impl Cursor<'_> {
         Ok(b)
     }
 
-    fn varint(&mut self) -> Result<i64, ChunkError> {
+    pub(crate) fn varint(&mut self) -> Result<i64, ChunkError> {
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
             let b = self.byte("time step cut short")?;
@@ -170,11 +191,23 @@ impl Cursor<'_> {
 
 /// Decodes a chunk of `count` samples whose first sample is at `first_ms`.
 pub fn decode(first_ms: i64, count: usize, body: &[u8]) -> Result<Vec<Sample>, ChunkError> {
+    let mut out = Vec::with_capacity(count.min(body.len()));
+    decode_into(first_ms, count, body, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode`], appending to `out`. On an error, `out` may hold some of the samples.
+pub fn decode_into(
+    first_ms: i64,
+    count: usize,
+    body: &[u8],
+    out: &mut Vec<Sample>,
+) -> Result<(), ChunkError> {
     let mut cur = Cursor {
         bytes: body,
         pos: 0,
     };
-    let mut out = Vec::with_capacity(count.min(body.len()));
+    out.reserve(count.min(body.len()));
     let mut prev_at = first_ms;
     let mut prev_step: i64 = 0;
     let mut prev_bits: u64 = 0;
@@ -235,7 +268,7 @@ pub fn decode(first_ms: i64, count: usize, body: &[u8]) -> Result<Vec<Sample>, C
             reason: "bytes after the last sample",
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,16 +5,18 @@
 //! - **One writer.** Only the writer task ([`spawn_writer`]) writes; readers (status, CLI, tests)
 //!   open the file read-only and see committed data (WAL mode).
 //! - **When a reading is durable.** Polled readings are buffered in memory and committed in one
-//!   transaction at least every `commit_interval` (default 1 s) or every 20,000 readings, with
+//!   transaction at least every `commit_interval` (default 1 s) or every 1,000,000 readings, with
 //!   `synchronous=FULL`: once committed it survives a crash or power cut. A crash loses at most the
 //!   readings of the last interval, which were never acknowledged to anyone.
-//! - **Compact raw readings.** Committed readings land in `readings_recent` (one row each); once a
-//!   minute the writer moves them into per-point `reading_chunks` (see [`chunk`]) in one
-//!   transaction, so a crash during compaction leaves either the rows or the chunk, never both or
-//!   neither. Each chunk row carries the count and time range of its readings; a chunk that fails
-//!   to decode is reported as corrupt, never silently skipped.
+//! - **Compact raw readings.** A commit stores all its readings as one encoded frame
+//!   (`reading_frames`, see [`frame`]): one row per commit, however many points. Once a minute (or
+//!   sooner when frames hold [`COMPACT_READINGS`]) the writer splits the frames by point and
+//!   writes them as blocks (`reading_blocks`), one per group of [`frame::GROUP_SIZE`] points, in
+//!   one transaction, so a crash during compaction leaves either the frames or the blocks, never
+//!   both or neither. Each row carries the count and time range of its readings; a body that
+//!   fails to decode is reported as corrupt, never silently skipped.
 //! - **Size bound.** Raw readings are kept for `raw_retention` (default 90 days). When the file
-//!   would exceed `disk_budget_bytes`, the oldest raw chunks are deleted first (and logged); the
+//!   would exceed `disk_budget_bytes`, the oldest raw blocks are deleted first (and logged); the
 //!   space is reused by later writes. Evidence (a later schema version) is never pruned for space.
 //! - **When the disk is full or the file breaks.** A failed commit keeps the readings in memory and
 //!   is retried every interval; the error names the file and the cause. If the buffer reaches
@@ -32,7 +34,9 @@
 
 pub mod chunk;
 mod evidence;
+pub mod frame;
 mod schema;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -41,21 +45,27 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::poll::reading::{Flag, Outcome, Reading};
+use crate::poll::reading::Reading;
 use crate::rules::Output;
-use chunk::{fault_code, fault_from_code, Sample};
+use chunk::Sample;
 
 /// Readings held in memory at most while commits fail.
 pub const MAX_BUFFERED: usize = 2_000_000;
 
-/// Readings that trigger a commit before the interval is up.
-const COMMIT_BATCH: usize = 20_000;
+/// Readings that trigger a commit before the interval is up. It bounds the memory of one commit
+/// (about 32 MB); a real site (thousands of points at 1 Hz) never reaches it and commits once per
+/// interval.
+const COMMIT_BATCH: usize = 1_000_000;
 
 /// Longest a rule output (a verdict) waits before its commit; outputs within it share one.
 const VERDICT_DELAY: Duration = Duration::from_millis(20);
 
-/// How often committed readings are compacted into chunks.
+/// How often committed frames are compacted into blocks.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// Committed readings that trigger a compaction before the minute is up: bounds the memory a
+/// compaction needs (about 50 MB) when polling is very fast.
+pub const COMPACT_READINGS: usize = 2_000_000;
 
 /// Store failures. Every message names the database file.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +106,10 @@ pub enum StoreError {
         /// Cause.
         source: rusqlite::Error,
     },
-    /// A stored chunk does not decode.
-    #[error("database {path}: chunk of point {point} starting at {first_ms}: {source}")]
+    /// Stored readings do not decode.
+    #[error(
+        "database {path}: readings of point {point} in the row starting at {first_ms}: {source}"
+    )]
     Corrupt {
         /// File.
         path: PathBuf,
@@ -119,6 +131,9 @@ pub enum StoreError {
     /// The writer task is gone (the agent is stopping).
     #[error("the store writer has stopped")]
     WriterGone,
+    /// A commit asked for by a flush failed (the writer keeps the data and retries).
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
 }
 
 impl StoreError {
@@ -140,36 +155,125 @@ fn sql_err<'a>(
     }
 }
 
+/// Inserts `readings` as one frame (one row, whatever the number of points).
+fn insert_frame(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    readings: Vec<(i64, Sample)>,
+) -> Result<(), StoreError> {
+    let order = frame::order_by_point(&readings);
+    let Some((_, frame)) = frame::encode_groups(&readings, &order, |_| 0).pop() else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO reading_frames(first_ms, last_ms, count, body) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            frame.first_ms,
+            frame.last_ms,
+            frame.count as i64,
+            frame.body
+        ])
+    })
+    .map_err(sql_err(path, "committing readings"))?;
+    Ok(())
+}
+
+/// Inserts readings as one block per group of points.
+fn insert_blocks(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    rows: &[(i64, Sample)],
+) -> Result<usize, StoreError> {
+    let mut insert = tx
+        .prepare_cached("INSERT INTO reading_blocks(group_id, first_ms, last_ms, count, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(sql_err(path, "writing reading blocks"))?;
+    let blocks = frame::encode_groups(rows, &frame::order_by_point(rows), frame::group_of);
+    for (group, block) in &blocks {
+        insert
+            .execute(params![
+                group,
+                block.first_ms,
+                block.last_ms,
+                block.count as i64,
+                block.body
+            ])
+            .map_err(sql_err(path, "writing reading blocks"))?;
+    }
+    Ok(blocks.len())
+}
+
+/// Splits every committed frame by point and writes the readings as blocks. A frame that does
+/// not decode stays where it is (readers of its time range report it as corrupt; the retention
+/// window removes it in the end) and is logged at every compaction; its readings are never
+/// silently dropped.
+fn merge_frames(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    stats: &mut CompactStats,
+) -> Result<(), StoreError> {
+    let sql = |context| sql_err(path, context);
+    let total: i64 = tx
+        .query_row(
+            "SELECT coalesce(sum(count), 0) FROM reading_frames",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("compacting readings"))?;
+    let mut readings: Vec<(i64, Sample)> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut merged: Vec<i64> = Vec::new();
+    let mut scratch: Vec<Sample> = Vec::new();
+    {
+        let mut select = tx
+            .prepare("SELECT id, first_ms, body FROM reading_frames ORDER BY id")
+            .map_err(sql("compacting readings"))?;
+        let mut frames = select.query([]).map_err(sql("compacting readings"))?;
+        while let Some(row) = frames.next().map_err(sql("compacting readings"))? {
+            let columns = (|| -> rusqlite::Result<(i64, i64, &[u8])> {
+                Ok((row.get(0)?, row.get(1)?, row.get_ref(2)?.as_blob()?))
+            })();
+            let (id, first_ms, body) = columns.map_err(sql("compacting readings"))?;
+            let kept = readings.len();
+            let decoded = frame::entries(first_ms, body).try_for_each(|entry| {
+                let entry = entry?;
+                scratch.clear();
+                chunk::decode_into(entry.first_ms, entry.count, entry.body, &mut scratch)?;
+                readings.extend(scratch.iter().map(|s| (entry.point_id, *s)));
+                Ok::<(), chunk::ChunkError>(())
+            });
+            match decoded {
+                Ok(()) => merged.push(id),
+                Err(e) => {
+                    readings.truncate(kept);
+                    tracing::error!(path = %path.display(), frame = id, first_ms, error = %e, "a committed reading frame does not decode; it is kept as it is and readers of its time range report it");
+                }
+            }
+        }
+    }
+    stats.readings += readings.len();
+    stats.blocks += insert_blocks(tx, path, &readings)?;
+    let mut delete = tx
+        .prepare("DELETE FROM reading_frames WHERE id = ?1")
+        .map_err(sql("compacting readings"))?;
+    for id in merged {
+        delete.execute([id]).map_err(sql("compacting readings"))?;
+    }
+    Ok(())
+}
+
 /// A reading read back from the store.
 pub type StoredReading = Sample;
-
-/// Outcome column encoding: 0 value, 0x100 | code exception, 0x200 | code fault.
-fn outcome_column(outcome: Outcome) -> (Option<f64>, i64) {
-    match outcome {
-        Outcome::Value(v) => (Some(v), 0),
-        Outcome::Exception(code) => (None, 0x100 | i64::from(code)),
-        Outcome::Fault(f) => (None, 0x200 | i64::from(fault_code(f))),
-    }
-}
-
-fn outcome_from_columns(value: Option<f64>, code: i64) -> Option<Outcome> {
-    match code >> 8 {
-        0 => value.map(Outcome::Value),
-        1 => Some(Outcome::Exception((code & 0xFF) as u8)),
-        2 => fault_from_code((code & 0xFF) as u8).map(Outcome::Fault),
-        _ => None,
-    }
-}
 
 /// What a compaction did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CompactStats {
-    /// Readings moved into chunks.
+    /// Readings moved from frames into blocks.
     pub readings: usize,
-    /// Chunks written.
-    pub chunks: usize,
-    /// Chunks deleted for retention or the disk budget.
-    pub pruned_chunks: usize,
+    /// Blocks written.
+    pub blocks: usize,
+    /// Blocks (and frames) deleted for retention or the disk budget.
+    pub pruned_blocks: usize,
     /// Evidence records deleted after their retention (acknowledged ones only).
     pub pruned_evidence: usize,
 }
@@ -179,7 +283,7 @@ pub struct CompactStats {
 pub struct Limits {
     /// Raw readings older than this are deleted.
     pub raw_retention: Duration,
-    /// File size above which the oldest raw chunks are deleted.
+    /// File size above which the oldest raw blocks are deleted.
     pub disk_budget_bytes: u64,
     /// Evidence older than this is deleted, but only once every uplink has acknowledged it.
     pub evidence_retention: Duration,
@@ -290,6 +394,20 @@ impl Store {
         outputs: &[Output],
         drafts: &[crate::evidence::Draft],
     ) -> Result<(), StoreError> {
+        let samples = readings
+            .iter()
+            .map(|(id, r)| (*id, Sample::from(r)))
+            .collect();
+        self.append_samples(samples, outputs, drafts)
+    }
+
+    /// [`Store::append`] of readings already in their stored form.
+    fn append_samples(
+        &mut self,
+        samples: Vec<(i64, Sample)>,
+        outputs: &[Output],
+        drafts: &[crate::evidence::Draft],
+    ) -> Result<(), StoreError> {
         let Store { conn, path, sealer } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("committing readings"))?;
@@ -316,17 +434,7 @@ impl Store {
                     .map_err(sql("committing rule outputs"))?;
             }
         }
-        {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO readings_recent(point_id, at_ms, value, outcome, flag) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .map_err(sql("committing readings"))?;
-            for (id, r) in readings {
-                let (value, outcome) = outcome_column(r.outcome);
-                insert
-                    .execute(params![id, r.at_ms, value, outcome, r.flag.code()])
-                    .map_err(sql("committing readings"))?;
-            }
-        }
+        insert_frame(&tx, path, samples)?;
         tx.commit().map_err(sql("committing readings"))?;
         if let (Some(sealer), Some(head)) = (sealer, new_head) {
             sealer.head = head;
@@ -334,88 +442,24 @@ impl Store {
         Ok(())
     }
 
-    /// Moves committed rows into chunks, then applies retention and the disk budget.
+    /// Moves committed frames into blocks, then applies retention and the disk budget.
     pub fn compact(&mut self, now_ms: i64, limits: Limits) -> Result<CompactStats, StoreError> {
         let Store { conn, path, .. } = self;
         let sql = |context| sql_err(path, context);
         let mut stats = CompactStats::default();
         let tx = conn.transaction().map_err(sql("compacting readings"))?;
-        let max_rowid: Option<i64> = tx
-            .query_row("SELECT max(rowid) FROM readings_recent", [], |r| r.get(0))
-            .map_err(sql("compacting readings"))?;
-        if let Some(max_rowid) = max_rowid {
-            let mut rows: Vec<(i64, Sample)> = Vec::new();
-            {
-                let mut select = tx
-                    // In insertion order: no SQL sort (it dominated compaction); grouped and
-                    // ordered in memory below.
-                    .prepare("SELECT point_id, at_ms, value, outcome, flag FROM readings_recent WHERE rowid <= ?1")
-                    .map_err(sql("compacting readings"))?;
-                let mut cursor = select
-                    .query(params![max_rowid])
-                    .map_err(sql("compacting readings"))?;
-                while let Some(row) = cursor.next().map_err(sql("compacting readings"))? {
-                    let columns = (|| -> rusqlite::Result<(i64, i64, Option<f64>, i64, i64)> {
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                        ))
-                    })();
-                    let (id, at_ms, value, code, flag) =
-                        columns.map_err(sql("compacting readings"))?;
-                    let outcome =
-                        outcome_from_columns(value, code).unwrap_or(Outcome::Exception(0));
-                    rows.push((
-                        id,
-                        Sample {
-                            at_ms,
-                            outcome,
-                            flag: Flag::from_code(flag as u8),
-                        },
-                    ));
-                }
-            }
-            // By point, then time; the sort is stable, so equal times keep their commit order.
-            rows.sort_by_key(|(id, s)| (*id, s.at_ms));
-            let mut insert = tx
-                .prepare("INSERT INTO reading_chunks(point_id, first_ms, last_ms, count, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .map_err(sql("compacting readings"))?;
-            let mut start = 0;
-            while start < rows.len() {
-                let id = rows[start].0;
-                let end = rows[start..]
-                    .iter()
-                    .position(|(p, _)| *p != id)
-                    .map_or(rows.len(), |n| start + n);
-                let samples: Vec<Sample> = rows[start..end].iter().map(|(_, s)| *s).collect();
-                let body = chunk::encode(&samples);
-                insert
-                    .execute(params![
-                        id,
-                        samples[0].at_ms,
-                        samples[samples.len() - 1].at_ms,
-                        samples.len() as i64,
-                        body
-                    ])
-                    .map_err(sql("compacting readings"))?;
-                stats.chunks += 1;
-                stats.readings += samples.len();
-                start = end;
-            }
-            drop(insert);
-            tx.execute(
-                "DELETE FROM readings_recent WHERE rowid <= ?1",
-                params![max_rowid],
-            )
-            .map_err(sql("compacting readings"))?;
-        }
+        merge_frames(&tx, path, &mut stats)?;
         let cutoff = now_ms - limits.raw_retention.as_millis() as i64;
-        stats.pruned_chunks += tx
+        stats.pruned_blocks += tx
             .execute(
-                "DELETE FROM reading_chunks WHERE last_ms < ?1",
+                "DELETE FROM reading_blocks WHERE last_ms < ?1",
+                params![cutoff],
+            )
+            .map_err(sql("pruning old readings"))?;
+        // Only a frame that did not decode is left after merging; it too ends with the window.
+        stats.pruned_blocks += tx
+            .execute(
+                "DELETE FROM reading_frames WHERE last_ms < ?1",
                 params![cutoff],
             )
             .map_err(sql("pruning old readings"))?;
@@ -430,7 +474,7 @@ impl Store {
             )
             .map_err(sql("pruning acknowledged evidence past its retention"))?;
         tx.commit().map_err(sql("compacting readings"))?;
-        stats.pruned_chunks += self.enforce_budget(limits.disk_budget_bytes)?;
+        stats.pruned_blocks += self.enforce_budget(limits.disk_budget_bytes)?;
         Ok(stats)
     }
 
@@ -448,7 +492,7 @@ impl Store {
         while self.used_bytes()? > budget {
             let deleted = self
                 .conn
-                .execute("DELETE FROM reading_chunks WHERE rowid IN (SELECT rowid FROM reading_chunks ORDER BY first_ms LIMIT 1000)", [])
+                .execute("DELETE FROM reading_blocks WHERE rowid IN (SELECT rowid FROM reading_blocks ORDER BY last_ms LIMIT 100)", [])
                 .map_err(self.sql("pruning readings for the disk budget"))?;
             if deleted == 0 {
                 tracing::error!(path = %self.path.display(), budget, "database is over its disk budget with no raw readings left to prune");
@@ -457,7 +501,7 @@ impl Store {
             pruned += deleted;
         }
         if pruned > 0 {
-            tracing::warn!(path = %self.path.display(), chunks = pruned, budget, "pruned the oldest raw readings to stay within the disk budget");
+            tracing::warn!(path = %self.path.display(), blocks = pruned, budget, "pruned the oldest raw readings to stay within the disk budget");
         }
         Ok(pruned)
     }
@@ -492,57 +536,27 @@ impl Store {
             .optional()
             .map_err(self.sql("reading readings"))?;
         let Some(id) = id else { return Ok(Vec::new()) };
+        // Compacted blocks of the point's group, then frames not yet compacted.
         let mut out = Vec::new();
         let mut stmt = self
             .conn
-            .prepare("SELECT first_ms, count, body FROM reading_chunks WHERE point_id = ?1 AND last_ms >= ?2 AND first_ms <= ?3 ORDER BY first_ms")
+            .prepare("SELECT first_ms, body FROM reading_blocks WHERE group_id = ?1 AND last_ms >= ?2 AND first_ms <= ?3 UNION ALL SELECT first_ms, body FROM reading_frames WHERE last_ms >= ?2 AND first_ms <= ?3")
             .map_err(self.sql("reading readings"))?;
-        let chunks = stmt
-            .query_map(params![id, from_ms, to_ms], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
+        let rows = stmt
+            .query_map(params![frame::group_of(id), from_ms, to_ms], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(self.sql("reading readings"))?;
-        for c in chunks {
-            let (first_ms, count, body) = c.map_err(self.sql("reading readings"))?;
-            let samples = chunk::decode(first_ms, usize::try_from(count).unwrap_or(0), &body)
-                .map_err(|source| StoreError::Corrupt {
+        for row in rows {
+            let (first_ms, body) = row.map_err(self.sql("reading readings"))?;
+            frame::point_samples(first_ms, &body, id, (from_ms, to_ms), &mut out).map_err(
+                |source| StoreError::Corrupt {
                     path: self.path.clone(),
                     point: point_key.to_owned(),
                     first_ms,
                     source,
-                })?;
-            out.extend(
-                samples
-                    .into_iter()
-                    .filter(|s| (from_ms..=to_ms).contains(&s.at_ms)),
-            );
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT at_ms, value, outcome, flag FROM readings_recent WHERE point_id = ?1 AND at_ms BETWEEN ?2 AND ?3")
-            .map_err(self.sql("reading readings"))?;
-        let recent = stmt
-            .query_map(params![id, from_ms, to_ms], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<f64>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(self.sql("reading readings"))?;
-        for row in recent {
-            let (at_ms, value, code, flag) = row.map_err(self.sql("reading readings"))?;
-            let outcome = outcome_from_columns(value, code).unwrap_or(Outcome::Exception(0));
-            out.push(Sample {
-                at_ms,
-                outcome,
-                flag: Flag::from_code(flag as u8),
-            });
+                },
+            )?;
         }
         out.sort_by_key(|s| s.at_ms);
         Ok(out)
@@ -567,10 +581,10 @@ impl Store {
             .map_err(self.sql("reading rule outputs"))
     }
 
-    /// Total readings stored (chunks and recent rows).
+    /// Total readings stored (blocks and frames).
     pub fn reading_count(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT (SELECT coalesce(sum(count), 0) FROM reading_chunks) + (SELECT count(*) FROM readings_recent)", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT (SELECT coalesce(sum(count), 0) FROM reading_blocks) + (SELECT coalesce(sum(count), 0) FROM reading_frames)", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(self.sql("counting readings"))
     }
@@ -637,10 +651,7 @@ impl StoreHandle {
             .map_err(|_| StoreError::WriterGone)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => {
-                tracing::error!(%message, "flush failed");
-                Err(StoreError::WriterGone)
-            }
+            Ok(Err(message)) => Err(StoreError::CommitFailed(message)),
             Err(_) => Err(StoreError::WriterGone),
         }
     }
@@ -665,164 +676,273 @@ pub fn spawn_writer(
     (StoreHandle { tx }, task)
 }
 
+/// What the next commit carries.
+#[derive(Default)]
 struct Pending {
     readings: VecDeque<Reading>,
     outputs: Vec<Output>,
     drafts: Vec<crate::evidence::Draft>,
     cursors: std::collections::BTreeMap<String, u64>,
-    dropped: u64,
+    flushes: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+            && self.outputs.is_empty()
+            && self.drafts.is_empty()
+            && self.cursors.is_empty()
+            && self.flushes.is_empty()
+    }
+
+    /// Puts the content of a commit that failed back in front of what arrived since.
+    fn restore(&mut self, mut failed: Pending) {
+        failed.readings.extend(self.readings.drain(..));
+        self.readings = failed.readings;
+        failed.outputs.append(&mut self.outputs);
+        self.outputs = failed.outputs;
+        failed.drafts.append(&mut self.drafts);
+        self.drafts = failed.drafts;
+        for (uplink, seq) in failed.cursors {
+            // A newer position of the same uplink wins.
+            self.cursors.entry(uplink).or_insert(seq);
+        }
+    }
+}
+
+/// What a commit job did: whether the batch is durable, and what compaction did (if it ran).
+struct Committed {
+    batch: Result<(), StoreError>,
+    compaction: Option<Result<CompactStats, StoreError>>,
+}
+
+/// One commit, on a blocking thread: cursors, then readings, outputs and evidence in one
+/// transaction, then (if due and the batch is durable) compaction. A failed compaction does not
+/// undo the batch; it is tried again at the next commit.
+fn commit_batch(
+    store: &mut Store,
+    batch: &Pending,
+    point_ids: &[i64],
+    compact: bool,
+    limits: Limits,
+) -> Committed {
+    let mut result: Result<(), StoreError> = Ok(());
+    for (uplink, seq) in &batch.cursors {
+        if result.is_ok() {
+            result = store.set_uplink_cursor(uplink, *seq, crate::clock::now_ms());
+        }
+    }
+    if result.is_ok()
+        && !(batch.readings.is_empty() && batch.outputs.is_empty() && batch.drafts.is_empty())
+    {
+        let samples: Vec<(i64, Sample)> = batch
+            .readings
+            .iter()
+            .filter_map(|r| {
+                point_ids
+                    .get(r.point.0 as usize)
+                    .map(|id| (*id, Sample::from(r)))
+            })
+            .collect();
+        result = store.append_samples(samples, &batch.outputs, &batch.drafts);
+    }
+    let compaction =
+        (result.is_ok() && compact).then(|| store.compact(crate::clock::now_ms(), limits));
+    Committed {
+        batch: result,
+        compaction,
+    }
+}
+
+/// The writer task. Commands keep being taken while a commit runs on a blocking thread, so a slow
+/// commit (an fsync, a compaction) never stalls the bus tasks; what arrives meanwhile goes into
+/// the next commit.
 async fn writer_loop(
-    mut store: Store,
+    store: Store,
     point_ids: std::sync::Arc<[i64]>,
     commit_interval: Duration,
     limits: Limits,
     mut rx: mpsc::Receiver<Command>,
 ) -> Store {
-    let mut pending = Pending {
-        readings: VecDeque::new(),
-        outputs: Vec::new(),
-        drafts: Vec::new(),
-        cursors: std::collections::BTreeMap::new(),
-        dropped: 0,
-    };
+    type Job = tokio::task::JoinHandle<(Store, Pending, bool, Committed)>;
+    let path = store.path().to_owned();
+    let mut idle: Option<Store> = Some(store);
+    let mut running: Option<Job> = None;
+    let mut pending = Pending::default();
+    let mut dropped: u64 = 0;
     let mut deadline: Option<tokio::time::Instant> = None;
-    let mut last_compact = Instant::now();
-    let mut waiting_flushes: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+    let mut compaction = Compaction::new();
+    let mut closed = false;
     loop {
-        let sleep_until =
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        let mut closed = false;
+        let now = tokio::time::Instant::now();
+        let due =
+            closed || deadline.is_some_and(|d| d <= now) || pending.readings.len() >= COMMIT_BATCH;
+        if due {
+            if let Some(mut store) = idle.take() {
+                if dropped > 0 {
+                    tracing::error!(path = %path.display(), dropped, "readings dropped: commits kept failing and the buffer is full");
+                    dropped = 0;
+                }
+                let compact = closed || compaction.due();
+                let batch = std::mem::take(&mut pending);
+                let ids = point_ids.clone();
+                deadline = None;
+                running = Some(tokio::task::spawn_blocking(move || {
+                    let committed = commit_batch(&mut store, &batch, &ids, compact, limits);
+                    (store, batch, compact, committed)
+                }));
+            }
+        }
+        let timer_armed = running.is_none();
+        let job = async {
+            match running.as_mut() {
+                Some(job) => job.await,
+                None => std::future::pending().await,
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(d) if timer_armed => tokio::time::sleep_until(d).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            cmd = rx.recv() => match cmd {
+            cmd = rx.recv(), if !closed => match cmd {
                 Some(Command::Readings(batch, outputs)) => {
                     pending.readings.extend(batch);
                     // Rule outputs are never dropped: they are few, and they are the verdicts.
                     pending.outputs.extend(outputs);
                     while pending.readings.len() > MAX_BUFFERED {
                         pending.readings.pop_front();
-                        pending.dropped += 1;
+                        dropped += 1;
                     }
-                    if deadline.is_none() {
-                        deadline = Some(tokio::time::Instant::now() + commit_interval);
-                    }
-                    // Verdicts are committed (and so sealed as evidence) within
-                    // VERDICT_DELAY, together with whatever else came meanwhile; plain readings
-                    // wait for the interval or a full batch.
+                    let later = now + commit_interval;
+                    deadline = Some(deadline.map_or(later, |d| d.min(later)));
+                    // Verdicts are committed (and so sealed as evidence) within VERDICT_DELAY,
+                    // together with whatever else came meanwhile; plain readings wait for the
+                    // interval or a full batch.
                     if !pending.outputs.is_empty() {
-                        let soon = tokio::time::Instant::now() + VERDICT_DELAY;
-                        deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
-                    }
-                    if pending.readings.len() < COMMIT_BATCH {
-                        continue;
+                        let soon = now + VERDICT_DELAY;
+                        deadline = deadline.map(|d| d.min(soon));
                     }
                 }
-                Some(Command::Evidence(drafts)) => pending.drafts.extend(drafts),
+                Some(Command::Evidence(drafts)) => {
+                    pending.drafts.extend(drafts);
+                    deadline = Some(now);
+                }
                 Some(Command::Cursor(uplink, seq)) => {
                     pending.cursors.insert(uplink, seq);
-                    if deadline.is_none() {
-                        deadline = Some(tokio::time::Instant::now() + commit_interval);
-                    }
-                    continue;
+                    let later = now + commit_interval;
+                    deadline = Some(deadline.map_or(later, |d| d.min(later)));
                 }
-                Some(Command::Flush(ack)) => waiting_flushes.push(ack),
+                Some(Command::Flush(ack)) => {
+                    pending.flushes.push(ack);
+                    deadline = Some(now);
+                }
                 None => closed = true,
             },
-            () = tokio::time::sleep_until(sleep_until) => {}
-        }
-        if pending.dropped > 0 {
-            tracing::error!(path = %store.path().display(), dropped = pending.dropped, "readings dropped: commits kept failing and the buffer is full");
-            pending.dropped = 0;
-        }
-        let batch: Vec<(i64, Reading)> = pending
-            .readings
-            .iter()
-            .filter_map(|r| point_ids.get(r.point.0 as usize).map(|id| (*id, *r)))
-            .collect();
-        let compact_now = last_compact.elapsed() >= COMPACT_EVERY || closed;
-        let outputs = pending.outputs.clone();
-        let drafts = pending.drafts.clone();
-        let cursors = pending.cursors.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut outcome = if batch.is_empty() && outputs.is_empty() && drafts.is_empty() {
-                Ok(())
-            } else {
-                store.append(&batch, &outputs, &drafts)
-            };
-            for (uplink, seq) in &cursors {
-                if outcome.is_ok() {
-                    outcome = store.set_uplink_cursor(uplink, *seq, crate::clock::now_ms());
-                }
-            }
-            let mut pruned = None;
-            if outcome.is_ok() && compact_now {
-                outcome = store.compact(crate::clock::now_ms(), limits).map(|stats| {
-                    tracing::debug!(?stats, "compacted readings");
-                    if stats.pruned_chunks > 0 || stats.pruned_evidence > 0 {
-                        pruned = Some(stats);
+            joined = job => {
+                running = None;
+                let (store, batch, compacted, committed) = match joined {
+                    Ok(done) => done,
+                    Err(join) => {
+                        tracing::error!(error = %join, "store writer crashed");
+                        std::process::abort();
                     }
-                });
-            }
-            (store, outcome.map(|()| pruned))
-        })
-        .await;
-        let (returned, outcome) = match result {
-            Ok(pair) => pair,
-            Err(join) => {
-                tracing::error!(error = %join, "store writer crashed");
-                std::process::abort();
-            }
-        };
-        store = returned;
-        match outcome {
-            Ok(pruned) => {
-                pending.readings.clear();
-                pending.outputs.clear();
-                pending.drafts.clear();
-                pending.cursors.clear();
-                deadline = None;
-                if let Some(stats) = pruned {
-                    // Pruning is itself on the record, sealed in the next commit.
-                    tracing::info!(
-                        chunks = stats.pruned_chunks,
-                        evidence = stats.pruned_evidence,
-                        "pruned stored data"
-                    );
-                    let body = serde_json::json!({
-                        "raw_reading_chunks": stats.pruned_chunks,
-                        "evidence_records": stats.pruned_evidence,
-                        "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
-                        "disk_budget_bytes": limits.disk_budget_bytes,
-                        "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
-                    });
-                    pending.drafts.push(crate::evidence::Draft::new(
-                        crate::clock::now_ms(),
-                        "data_pruned",
-                        "",
-                        &body,
-                    ));
-                    deadline = Some(tokio::time::Instant::now() + commit_interval);
+                };
+                idle = Some(store);
+                let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits);
+                if failed || !pending.is_empty() {
+                    let later = tokio::time::Instant::now() + commit_interval;
+                    deadline = Some(deadline.map_or(later, |d| d.min(later)));
                 }
-                if compact_now {
-                    last_compact = Instant::now();
+                // The agent is stopping: done once a commit that included compaction left
+                // nothing behind (or failed; its error is logged and the flushes were told).
+                if closed && (failed || (compacted && pending.is_empty())) {
+                    if let Some(store) = idle.take() {
+                        return store;
+                    }
                 }
-                for ack in waiting_flushes.drain(..) {
-                    let _ = ack.send(Ok(()));
-                }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, buffered = pending.readings.len(), "commit failed; readings kept in memory and retried");
-                deadline = Some(tokio::time::Instant::now() + commit_interval);
-                for ack in waiting_flushes.drain(..) {
-                    let _ = ack.send(Err(err.to_string()));
-                }
-            }
-        }
-        if closed {
-            return store;
+            },
+            () = timer => {}
         }
     }
+}
+
+/// When the writer last compacted, and what it committed since.
+struct Compaction {
+    last: Instant,
+    uncompacted: usize,
+}
+
+impl Compaction {
+    fn new() -> Compaction {
+        Compaction {
+            last: Instant::now(),
+            uncompacted: 0,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= COMPACT_EVERY || self.uncompacted >= COMPACT_READINGS
+    }
+}
+
+/// Settles a finished commit: answers its flushes, puts a failed batch back into `pending`, and
+/// queues the record of anything compaction pruned. Returns whether the batch failed.
+fn finish_commit(
+    path: &Path,
+    pending: &mut Pending,
+    mut batch: Pending,
+    committed: Committed,
+    compaction: &mut Compaction,
+    limits: Limits,
+) -> bool {
+    let flushes = std::mem::take(&mut batch.flushes);
+    if let Err(err) = committed.batch {
+        tracing::error!(path = %path.display(), error = %err, buffered = batch.readings.len() + pending.readings.len(), "commit failed; readings kept in memory and retried");
+        for ack in flushes {
+            let _ = ack.send(Err(err.to_string()));
+        }
+        pending.restore(batch);
+        return true;
+    }
+    for ack in flushes {
+        let _ = ack.send(Ok(()));
+    }
+    compaction.uncompacted += batch.readings.len();
+    match committed.compaction {
+        Some(Ok(stats)) => {
+            tracing::debug!(?stats, "compacted readings");
+            *compaction = Compaction::new();
+            if stats.pruned_blocks > 0 || stats.pruned_evidence > 0 {
+                // Pruning is itself on the record, sealed in the next commit.
+                tracing::info!(
+                    blocks = stats.pruned_blocks,
+                    evidence = stats.pruned_evidence,
+                    "pruned stored data"
+                );
+                let body = serde_json::json!({
+                    "raw_reading_blocks": stats.pruned_blocks,
+                    "evidence_records": stats.pruned_evidence,
+                    "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
+                    "disk_budget_bytes": limits.disk_budget_bytes,
+                    "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
+                });
+                pending.drafts.push(crate::evidence::Draft::new(
+                    crate::clock::now_ms(),
+                    "data_pruned",
+                    "",
+                    &body,
+                ));
+            }
+        }
+        Some(Err(err)) => {
+            tracing::error!(path = %path.display(), error = %err, "compaction failed; the committed readings are safe, compaction is tried again at the next commit");
+        }
+        None => {}
+    }
+    false
 }
 
 #[cfg(test)]

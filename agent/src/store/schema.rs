@@ -12,10 +12,24 @@ use super::StoreError;
 /// "SEAL" in ASCII.
 pub(crate) const APPLICATION_ID: i64 = 0x5345_414C;
 
+/// Converts stored data to a new schema version, inside its migration's transaction.
+type Conversion = fn(&rusqlite::Transaction<'_>, &Path) -> Result<(), StoreError>;
+
+/// One schema step: SQL, then (if any) a conversion of the stored data, in one transaction.
+pub(crate) struct Migration {
+    pub(crate) sql: &'static str,
+    convert: Option<Conversion>,
+}
+
+const fn sql_only(sql: &'static str) -> Migration {
+    Migration { sql, convert: None }
+}
+
 /// Migrations, in order; migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     // 1: points and raw readings.
-    "CREATE TABLE points (
+    sql_only(
+        "CREATE TABLE points (
          id   INTEGER PRIMARY KEY,
          key  TEXT NOT NULL UNIQUE,
          unit TEXT
@@ -36,8 +50,10 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX reading_chunks_by_point ON reading_chunks(point_id, first_ms);
      CREATE INDEX reading_chunks_by_age ON reading_chunks(first_ms);",
+    ),
     // 2: what the rules engine concluded.
-    "CREATE TABLE rule_outputs (
+    sql_only(
+        "CREATE TABLE rule_outputs (
          id      INTEGER PRIMARY KEY,
          at_ms   INTEGER NOT NULL,
          kind    TEXT NOT NULL,
@@ -45,8 +61,10 @@ const MIGRATIONS: &[&str] = &[
          body    TEXT NOT NULL
      );
      CREATE INDEX rule_outputs_by_time ON rule_outputs(at_ms);",
+    ),
     // 3: the evidence chain and the uplinks' acknowledged positions.
-    "CREATE TABLE evidence (
+    sql_only(
+        "CREATE TABLE evidence (
          seq       INTEGER PRIMARY KEY,
          site      TEXT NOT NULL,
          at_ms     INTEGER NOT NULL,
@@ -63,6 +81,29 @@ const MIGRATIONS: &[&str] = &[
          acked_seq  INTEGER NOT NULL,
          updated_ms INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    ),
+    // 4: a commit stores all its readings as one frame (one row however many points);
+    // compaction splits frames into blocks, one per group of 32 points. Version-3 rows and
+    // per-point chunks are converted.
+    Migration {
+        sql: "CREATE TABLE reading_frames (
+         id       INTEGER PRIMARY KEY,
+         first_ms INTEGER NOT NULL,
+         last_ms  INTEGER NOT NULL,
+         count    INTEGER NOT NULL,
+         body     BLOB NOT NULL
+     );
+     CREATE TABLE reading_blocks (
+         group_id INTEGER NOT NULL,
+         first_ms INTEGER NOT NULL,
+         last_ms  INTEGER NOT NULL,
+         count    INTEGER NOT NULL,
+         body     BLOB NOT NULL
+     );
+     CREATE INDEX reading_blocks_by_group ON reading_blocks(group_id, first_ms);
+     CREATE INDEX reading_blocks_by_age ON reading_blocks(last_ms);",
+        convert: Some(super::upgrade::v3_readings_to_blocks),
+    },
 ];
 
 /// Newest schema version.
@@ -132,8 +173,11 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         let tx = conn
             .transaction()
             .map_err(sql(path, "migrating the schema"))?;
-        tx.execute_batch(migration)
+        tx.execute_batch(migration.sql)
             .map_err(sql(path, "migrating the schema"))?;
+        if let Some(convert) = migration.convert {
+            convert(&tx, path)?;
+        }
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
             i + 1

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::poll::reading::{Fault, PointId};
+use crate::poll::reading::{Fault, Flag, Outcome, PointId};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -76,7 +76,7 @@ fn readings_survive_compaction_and_reopen() {
 }
 
 #[test]
-fn retention_prunes_old_chunks() {
+fn retention_prunes_old_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("site.db")).unwrap();
     let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
@@ -89,7 +89,7 @@ fn retention_prunes_old_chunks() {
         .append_readings(&[(ids[0], reading(0, later, Outcome::Value(2.0)))])
         .unwrap();
     let stats = store.compact(later, limits()).unwrap();
-    assert_eq!(stats.pruned_chunks, 1);
+    assert_eq!(stats.pruned_blocks, 1);
     assert_eq!(store.reading_count().unwrap(), 1);
 }
 
@@ -225,4 +225,253 @@ fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifie
     let head = verify::check_chain("s", &key.verifying_key(), start, &kept).unwrap();
     assert_eq!(head, store.evidence_head().unwrap());
     assert_ne!(head, Head::EMPTY);
+}
+
+fn frame_rows(store: &Store) -> i64 {
+    store
+        .conn
+        .query_row("SELECT count(*) FROM reading_frames", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_commit_is_one_frame_and_compaction_splits_frames_into_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    let keys: Vec<(String, Option<String>)> = (0..3).map(|p| (format!("a/{p}"), None)).collect();
+    let ids = store.register_points(&keys).unwrap();
+    let mut expected: Vec<Vec<Outcome>> = vec![Vec::new(); 3];
+    for commit in 0..4i64 {
+        let mut batch = Vec::new();
+        for i in 0..20i64 {
+            for (p, id) in ids.iter().enumerate() {
+                let outcome = Outcome::Value((commit * 100 + i + p as i64) as f64);
+                expected[p].push(outcome);
+                batch.push((
+                    *id,
+                    reading(p as u32, T0 + (commit * 20 + i) * 1000, outcome),
+                ));
+            }
+        }
+        store.append_readings(&batch).unwrap();
+    }
+    // One row a commit, whatever the number of points and readings.
+    assert_eq!(frame_rows(&store), 4);
+    assert_eq!(store.reading_count().unwrap(), 240);
+    // Readable before compaction…
+    let before = store.readings("a/1", T0, T0 + 100_000).unwrap();
+    assert_eq!(
+        before.iter().map(|s| s.outcome).collect::<Vec<_>>(),
+        expected[1]
+    );
+    // …and after: one block for the three points, no frame left.
+    let stats = store.compact(T0 + 100_000, limits()).unwrap();
+    assert_eq!((stats.blocks, stats.readings), (1, 240));
+    assert_eq!(frame_rows(&store), 0);
+    for (p, want) in expected.iter().enumerate() {
+        let got = store.readings(&format!("a/{p}"), T0, T0 + 100_000).unwrap();
+        assert_eq!(&got.iter().map(|s| s.outcome).collect::<Vec<_>>(), want);
+        assert!(got.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+    }
+}
+
+#[test]
+fn a_frame_that_does_not_decode_is_kept_and_reported_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    let ids = store
+        .register_points(&[("a/good".into(), None), ("a/bad".into(), None)])
+        .unwrap();
+    let later = T0 + 10_000;
+    store
+        .append_readings(&[(ids[0], reading(0, T0, Outcome::Value(1.0)))])
+        .unwrap();
+    store
+        .append_readings(&[
+            (ids[0], reading(0, later, Outcome::Value(1.0))),
+            (ids[1], reading(1, later, Outcome::Value(2.0))),
+        ])
+        .unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE reading_frames SET body = x'FF' WHERE first_ms = ?1",
+            [later],
+        )
+        .unwrap();
+    let stats = store.compact(T0, limits()).unwrap();
+    assert_eq!(stats.readings, 1);
+    assert_eq!(frame_rows(&store), 1, "the corrupt frame stays");
+    assert_eq!(store.reading_count().unwrap(), 3);
+    assert_eq!(store.readings("a/good", T0, T0).unwrap().len(), 1);
+    let err = store.readings("a/bad", T0, later).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("a/bad"), "{err}");
+}
+
+#[test]
+fn a_version_3_database_is_converted_to_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    // A version-3 file: one chunk of two readings for point 1, and one row a reading for point 2.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for m in &schema::MIGRATIONS[..3] {
+        conn.execute_batch(m.sql).unwrap();
+    }
+    let chunk = chunk::encode(&[
+        Sample {
+            at_ms: T0,
+            outcome: Outcome::Value(1.5),
+            flag: Flag::N,
+        },
+        Sample {
+            at_ms: T0 + 1000,
+            outcome: Outcome::Value(2.5),
+            flag: Flag::T,
+        },
+    ]);
+    conn.execute(
+        "INSERT INTO reading_chunks(point_id, first_ms, last_ms, count, body) VALUES (1, ?1, ?2, 2, ?3)",
+        rusqlite::params![T0, T0 + 1000, chunk],
+    )
+    .unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA application_id = {app}; PRAGMA user_version = 3;
+         INSERT INTO points(id, key) VALUES (1, 'a/x'), (2, 'a/y');
+         INSERT INTO readings_recent(point_id, at_ms, value, outcome, flag) VALUES
+           (2, {T0}, 5.5, 0, 0),
+           (2, {t1}, NULL, 258, 4),
+           (2, {t2}, NULL, 513, 1);",
+        app = schema::APPLICATION_ID,
+        t1 = T0 + 1000,
+        t2 = T0 + 2000,
+    ))
+    .unwrap();
+    drop(conn);
+
+    let store = Store::open(&path).unwrap();
+    let x = store.readings("a/x", T0, T0 + 2000).unwrap();
+    assert_eq!(
+        x.iter()
+            .map(|s| (s.at_ms, s.outcome, s.flag))
+            .collect::<Vec<_>>(),
+        vec![
+            (T0, Outcome::Value(1.5), Flag::N),
+            (T0 + 1000, Outcome::Value(2.5), Flag::T),
+        ]
+    );
+    let y = store.readings("a/y", T0, T0 + 2000).unwrap();
+    assert_eq!(
+        y.iter().map(|s| (s.at_ms, s.outcome)).collect::<Vec<_>>(),
+        vec![
+            (T0, Outcome::Value(5.5)),
+            (T0 + 1000, Outcome::Exception(2)),
+            (T0 + 2000, Outcome::Fault(Fault::Timeout)),
+        ]
+    );
+    let old_tables: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('readings_recent', 'reading_chunks')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_tables, 0);
+}
+
+#[test]
+fn a_version_3_chunk_that_does_not_decode_stops_the_upgrade_and_leaves_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for m in &schema::MIGRATIONS[..3] {
+        conn.execute_batch(m.sql).unwrap();
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA application_id = {app}; PRAGMA user_version = 3;
+         INSERT INTO points(id, key) VALUES (1, 'a/x');
+         INSERT INTO reading_chunks(point_id, first_ms, last_ms, count, body) VALUES (1, {T0}, {T0}, 1, x'FF');",
+        app = schema::APPLICATION_ID,
+    ))
+    .unwrap();
+    drop(conn);
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("a/x") && err.to_string().contains("site.db"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+}
+
+#[test]
+fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let mut store = Store::open(&path).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    let pages: i64 = store
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    // The file may not grow: the disk is full.
+    store
+        .conn
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    let noisy = |from: i64| -> Vec<Reading> {
+        (from..from + 5000)
+            .map(|i| reading(0, T0 + i, Outcome::Value(fastrand::f64())))
+            .collect()
+    };
+    let mut pending = Pending::default();
+    pending.readings.extend(noisy(0));
+    let (ack, mut told) = oneshot::channel();
+    pending.flushes.push(ack);
+    let batch = std::mem::take(&mut pending);
+    let committed = commit_batch(&mut store, &batch, &ids, false, limits());
+    // Meanwhile newer readings arrived.
+    pending.readings.extend(noisy(5000));
+    assert!(finish_commit(
+        &path,
+        &mut pending,
+        batch,
+        committed,
+        &mut Compaction::new(),
+        limits()
+    ));
+    let message = told.try_recv().unwrap().unwrap_err();
+    assert!(
+        message.contains("site.db") && message.contains("full"),
+        "{message}"
+    );
+    assert_eq!(store.reading_count().unwrap(), 0);
+    // The failed batch is back, in front of the newer readings.
+    assert_eq!(pending.readings.len(), 10_000);
+    assert_eq!(pending.readings[0].at_ms, T0);
+
+    // Space again: one commit stores everything once.
+    store
+        .conn
+        .pragma_update(None, "max_page_count", 1 << 30)
+        .unwrap();
+    let batch = std::mem::take(&mut pending);
+    let committed = commit_batch(&mut store, &batch, &ids, false, limits());
+    assert!(!finish_commit(
+        &path,
+        &mut pending,
+        batch,
+        committed,
+        &mut Compaction::new(),
+        limits()
+    ));
+    assert!(pending.is_empty());
+    let stored = store.readings("a/x", T0, T0 + 10_000).unwrap();
+    assert_eq!(stored.len(), 10_000);
+    assert!(stored.windows(2).all(|w| w[0].at_ms + 1 == w[1].at_ms));
 }
