@@ -178,7 +178,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             let uplink = Hj212Uplink::new(
                 cfg.clone(),
                 config.site.time_zone,
-                config.store.path.clone(),
+                &config.store.path,
                 store_handle.clone(),
             )
             .with_live_values(live_values(&config, &points, &state));

@@ -29,18 +29,29 @@ pub(crate) struct TcpFigures {
     pub(crate) round_ratios: Vec<f64>,
     pub(crate) connections: usize,
     pub(crate) devices: usize,
+    /// How long the sim's devices take to answer.
+    pub(crate) reply_delay: Duration,
 }
 
 const BUSES: usize = 32;
 const NODES: usize = 240;
-const ROUNDS: usize = 3;
 
-pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
+/// Both loops against the sim, whose devices answer after `reply_delay`: with none, both are
+/// bound by the CPU they share with the sim; with a device-like delay, by the round trips.
+pub(crate) async fn measure(
+    window: Duration,
+    rounds: usize,
+    reply_delay: Duration,
+) -> anyhow::Result<TcpFigures> {
     let dir = tempfile::tempdir()?;
     // The agent's fastest poll interval (100 ms) × 7,680 seal nodes asks for more than the
     // connections can carry (about 3 million readings/s), so the agent runs saturated.
     let placeholder = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &[])?;
-    let sim = serve::start(&placeholder, Scenario::default(), SimOptions::default()).await?;
+    let options = SimOptions {
+        reply_delay,
+        ..SimOptions::default()
+    };
+    let sim = serve::start(&placeholder, Scenario::default(), options).await?;
     let addresses: Vec<String> = (0..BUSES)
         .map(|b| sim.addresses[&format!("bus{b}")].to_string())
         .collect();
@@ -48,7 +59,7 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
     config.store.path = dir.path().join("bench.db");
 
     let (mut bare, mut agent) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         bare.push(bare_loop(&addresses, window).await?);
         agent.push(agent_window(&config, window).await?);
     }
@@ -60,6 +71,7 @@ pub(crate) async fn measure(window: Duration) -> anyhow::Result<TcpFigures> {
         round_ratios: agent.iter().zip(&bare).map(|(a, b)| a / b).collect(),
         connections: BUSES,
         devices: BUSES * NODES,
+        reply_delay,
     })
 }
 

@@ -56,6 +56,9 @@ enum Command {
         /// Device turnaround with line emulation, ms.
         #[arg(long, default_value_t = 1.0)]
         turnaround_ms: f64,
+        /// How long a device on a TCP bus takes to answer, ms (real devices: a few ms).
+        #[arg(long, default_value_t = 0.0)]
+        reply_delay_ms: f64,
     },
     /// Run a stand-in audit system that receives and verifies evidence uploads. Commands on stdin:
     /// `refuse`, `accept`, `fail N`, `cut N`, `slow MS`, `forget N`, `ok`.
@@ -136,9 +139,13 @@ fn main() -> ExitCode {
                 speed,
                 line_emulation,
                 turnaround_ms,
+                reply_delay_ms,
             } => {
                 if !(turnaround_ms.is_finite() && turnaround_ms >= 0.0) {
                     bail!("--turnaround-ms must be 0 or more, got {turnaround_ms}");
+                }
+                if !(reply_delay_ms.is_finite() && (0.0..=60_000.0).contains(&reply_delay_ms)) {
+                    bail!("--reply-delay-ms must be 0 to 60000, got {reply_delay_ms}");
                 }
                 let options = SimOptions {
                     speed,
@@ -147,6 +154,7 @@ fn main() -> ExitCode {
                         emulate: line_emulation,
                         turnaround: std::time::Duration::from_secs_f64(turnaround_ms / 1000.0),
                     },
+                    reply_delay: std::time::Duration::from_secs_f64(reply_delay_ms / 1000.0),
                 };
                 serve_plant(&config, scenario.as_deref(), ready_file.as_deref(), options).await
             }

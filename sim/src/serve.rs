@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use sealwatch_agent::config::profile::Table;
 use sealwatch_agent::config::{SiteConfig, Transport};
 use tokio::net::TcpListener;
@@ -58,6 +59,9 @@ pub struct SimOptions {
     pub fixed_ports: bool,
     /// Timing of the RTU lines.
     pub line: LineOptions,
+    /// How long a device on a TCP bus takes to answer (zero: at once). Real devices and
+    /// gateways answer in a few ms; the loopback sim otherwise answers in microseconds.
+    pub reply_delay: Duration,
 }
 
 impl Default for SimOptions {
@@ -66,6 +70,7 @@ impl Default for SimOptions {
             speed: 1.0,
             fixed_ports: false,
             line: LineOptions::default(),
+            reply_delay: Duration::ZERO,
         }
     }
 }
@@ -83,6 +88,7 @@ struct Endpoint {
     bus: usize,
     addr: SocketAddr,
     task: Option<JoinHandle<()>>,
+    reply_delay: Duration,
 }
 
 /// A running sim.
@@ -116,21 +122,41 @@ impl RunningSim {
 struct DeviceService {
     plant: SharedPlant,
     bus: usize,
+    reply_delay: Duration,
 }
+
+type Answer = Result<Option<Response>, ExceptionCode>;
 
 impl tokio_modbus::server::Service for DeviceService {
     type Request = SlaveRequest<'static>;
     type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = std::future::Ready<Result<Self::Response, Self::Exception>>;
+    type Future = Either<
+        std::future::Ready<Answer>,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>,
+    >;
 
     fn call(&self, req: Self::Request) -> Self::Future {
+        let answer = self.answer(req);
+        if self.reply_delay.is_zero() {
+            return Either::Left(std::future::ready(answer));
+        }
+        let delay = self.reply_delay;
+        Either::Right(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            answer
+        }))
+    }
+}
+
+impl DeviceService {
+    fn answer(&self, req: SlaveRequest<'static>) -> Answer {
         let plant = lock(&self.plant);
         let Some(device) = plant.device_at(self.bus, req.slave) else {
-            return std::future::ready(Ok(None));
+            return Ok(None);
         };
         if !plant.answers(device) {
-            return std::future::ready(Ok(None));
+            return Ok(None);
         }
         let to_bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect::<Vec<bool>>();
         let result = match req.request {
@@ -146,19 +172,25 @@ impl tokio_modbus::server::Service for DeviceService {
             Request::ReadInputRegisters(start, count) => plant
                 .read(device, Table::Input, start, count)
                 .map(Response::ReadInputRegisters),
-            _ => return std::future::ready(Err(ExceptionCode::IllegalFunction)),
+            _ => return Err(ExceptionCode::IllegalFunction),
         };
-        std::future::ready(result.map(Some).map_err(ExceptionCode::new))
+        result.map(Some).map_err(ExceptionCode::new)
     }
 }
 
-async fn listen(plant: SharedPlant, bus: usize, listener: TcpListener) -> JoinHandle<()> {
+async fn listen(
+    plant: SharedPlant,
+    bus: usize,
+    listener: TcpListener,
+    reply_delay: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let server = Server::new(listener);
         let on_connected = |stream: tokio::net::TcpStream, addr: SocketAddr| {
             let service = DeviceService {
                 plant: plant.clone(),
                 bus,
+                reply_delay,
             };
             async move {
                 let _ = stream.set_nodelay(true);
@@ -208,12 +240,13 @@ pub async fn start(
                     addr: want,
                     source,
                 })?;
-                let task = listen(plant.clone(), b, listener).await;
+                let task = listen(plant.clone(), b, listener, options.reply_delay).await;
                 addresses.insert(bus.name.clone(), addr);
                 endpoints.push(Endpoint {
                     bus: b,
                     addr,
                     task: Some(task),
+                    reply_delay: options.reply_delay,
                 });
             }
             Transport::Rtu(serial) => {
@@ -374,7 +407,9 @@ async fn fire(
                 if bus.task.is_none() {
                     match TcpListener::bind(bus.addr).await {
                         Ok(listener) => {
-                            bus.task = Some(listen(plant.clone(), bus.bus, listener).await)
+                            bus.task = Some(
+                                listen(plant.clone(), bus.bus, listener, bus.reply_delay).await,
+                            )
                         }
                         Err(e) => {
                             return Err(ScenarioError::BadCommand(format!(

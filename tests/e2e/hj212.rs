@@ -235,6 +235,11 @@ fn minute_values_survive_an_outage_and_arrive_in_order_with_history_and_time_req
         .unwrap()
         .uplink_cursor("hj212:prov")
         .unwrap();
-    let ids = sealwatch_agent::uplink::hj212::values_after(&db, 0, 10_000).unwrap();
+    let ids = sealwatch_agent::uplink::hj212::values_after(
+        &Store::open_read_only(&db).unwrap(),
+        0,
+        10_000,
+    )
+    .unwrap();
     assert!(cursor >= ids[stored.len() - 1].id as u64, "cursor {cursor}");
 }

@@ -159,10 +159,10 @@ fn sql_err<'a>(
 fn insert_frame(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
-    readings: Vec<(i64, Sample)>,
+    readings: &[(i64, Sample)],
 ) -> Result<(), StoreError> {
-    let order = frame::order_by_point(&readings);
-    let Some((_, frame)) = frame::encode_groups(&readings, &order, |_| 0).pop() else {
+    let order = frame::order_by_point(readings);
+    let Some((_, frame)) = frame::encode_groups(readings, &order, |_| 0).pop() else {
         return Ok(());
     };
     tx.prepare_cached(
@@ -211,6 +211,7 @@ fn insert_blocks(
 fn merge_frames(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
+    readings: &mut Vec<(i64, Sample)>,
     stats: &mut CompactStats,
 ) -> Result<(), StoreError> {
     let sql = |context| sql_err(path, context);
@@ -221,7 +222,8 @@ fn merge_frames(
             |r| r.get(0),
         )
         .map_err(sql("compacting readings"))?;
-    let mut readings: Vec<(i64, Sample)> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    readings.clear();
+    readings.reserve(usize::try_from(total).unwrap_or(0));
     let mut merged: Vec<i64> = Vec::new();
     let mut scratch: Vec<Sample> = Vec::new();
     {
@@ -252,7 +254,7 @@ fn merge_frames(
         }
     }
     stats.readings += readings.len();
-    stats.blocks += insert_blocks(tx, path, &readings)?;
+    stats.blocks += insert_blocks(tx, path, readings)?;
     let mut delete = tx
         .prepare("DELETE FROM reading_frames WHERE id = ?1")
         .map_err(sql("compacting readings"))?;
@@ -294,6 +296,9 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     sealer: Option<evidence::Sealer>,
+    /// Kept between commits and compactions: under heavy load they need tens of MB, and asking
+    /// the system for it afresh each time costs more than the work.
+    buffer: Vec<(i64, Sample)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -319,6 +324,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             sealer: None,
+            buffer: Vec::new(),
         };
         schema::migrate(&mut store.conn, path)?;
         Ok(store)
@@ -344,6 +350,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             sealer: None,
+            buffer: Vec::new(),
         })
     }
 
@@ -394,21 +401,39 @@ impl Store {
         outputs: &[Output],
         drafts: &[crate::evidence::Draft],
     ) -> Result<(), StoreError> {
-        let samples = readings
-            .iter()
-            .map(|(id, r)| (*id, Sample::from(r)))
-            .collect();
-        self.append_samples(samples, outputs, drafts)
+        let mut rows = self.take_buffer();
+        rows.extend(readings.iter().map(|(id, r)| (*id, Sample::from(r))));
+        let result = self.append_samples(&rows, outputs, drafts);
+        self.give_back(rows);
+        result
+    }
+
+    /// The reading buffer, empty.
+    fn take_buffer(&mut self) -> Vec<(i64, Sample)> {
+        let mut rows = std::mem::take(&mut self.buffer);
+        rows.clear();
+        rows
+    }
+
+    /// Keeps `rows`' memory for the next use, unless it is far larger than what was used.
+    fn give_back(&mut self, mut rows: Vec<(i64, Sample)>) {
+        if rows.capacity() > 4 * rows.len() + 65_536 {
+            rows.shrink_to(2 * rows.len());
+        }
+        rows.clear();
+        self.buffer = rows;
     }
 
     /// [`Store::append`] of readings already in their stored form.
     fn append_samples(
         &mut self,
-        samples: Vec<(i64, Sample)>,
+        samples: &[(i64, Sample)],
         outputs: &[Output],
         drafts: &[crate::evidence::Draft],
     ) -> Result<(), StoreError> {
-        let Store { conn, path, sealer } = self;
+        let Store {
+            conn, path, sealer, ..
+        } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("committing readings"))?;
         let new_head = match sealer {
@@ -444,11 +469,23 @@ impl Store {
 
     /// Moves committed frames into blocks, then applies retention and the disk budget.
     pub fn compact(&mut self, now_ms: i64, limits: Limits) -> Result<CompactStats, StoreError> {
+        let mut rows = self.take_buffer();
+        let result = self.compact_with(now_ms, limits, &mut rows);
+        self.give_back(rows);
+        result
+    }
+
+    fn compact_with(
+        &mut self,
+        now_ms: i64,
+        limits: Limits,
+        rows: &mut Vec<(i64, Sample)>,
+    ) -> Result<CompactStats, StoreError> {
         let Store { conn, path, .. } = self;
         let sql = |context| sql_err(path, context);
         let mut stats = CompactStats::default();
         let tx = conn.transaction().map_err(sql("compacting readings"))?;
-        merge_frames(&tx, path, &mut stats)?;
+        merge_frames(&tx, path, rows, &mut stats)?;
         let cutoff = now_ms - limits.raw_retention.as_millis() as i64;
         stats.pruned_blocks += tx
             .execute(
@@ -581,12 +618,101 @@ impl Store {
             .map_err(self.sql("reading rule outputs"))
     }
 
+    /// Rule outputs of these kinds after `after_id`, in id order: `(id, kind, body)`.
+    pub fn outputs_after(
+        &self,
+        after_id: i64,
+        kinds: &[&str],
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".to_owned());
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind, body FROM rule_outputs WHERE id > ?1 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY id LIMIT ?3")
+            .map_err(self.sql("reading rule outputs"))?;
+        let rows = stmt
+            .query_map(params![after_id, kinds, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.sql("reading rule outputs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.sql("reading rule outputs"))
+    }
+
+    /// Rule outputs of one kind and subject with `at_ms` in `[from_ms, to_ms]`, in time order:
+    /// `(id, kind, body)`.
+    pub fn outputs_of(
+        &self,
+        kind: &str,
+        subject: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind, body FROM rule_outputs WHERE kind = ?1 AND subject = ?2 AND at_ms BETWEEN ?3 AND ?4 ORDER BY at_ms, id")
+            .map_err(self.sql("reading rule outputs"))?;
+        let rows = stmt
+            .query_map(params![kind, subject, from_ms, to_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.sql("reading rule outputs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.sql("reading rule outputs"))
+    }
+
     /// Total readings stored (blocks and frames).
     pub fn reading_count(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row("SELECT (SELECT coalesce(sum(count), 0) FROM reading_blocks) + (SELECT coalesce(sum(count), 0) FROM reading_frames)", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(self.sql("counting readings"))
+    }
+}
+
+/// A read-only connection for a reader task (an uplink), kept across reads, opened on first use
+/// and again after any error; reads run on a blocking thread.
+#[derive(Clone, Debug)]
+pub struct SharedReader {
+    path: PathBuf,
+    slot: std::sync::Arc<std::sync::Mutex<Option<Store>>>,
+}
+
+impl SharedReader {
+    /// A reader of the database at `path` (not opened yet).
+    pub fn new(path: &Path) -> SharedReader {
+        SharedReader {
+            path: path.to_owned(),
+            slot: Default::default(),
+        }
+    }
+
+    /// Runs `read` against the connection (dropped after any error).
+    pub async fn read<T, E>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (path, slot) = (self.path.clone(), self.slot.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut slot = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let store = match slot.take() {
+                Some(store) => store,
+                None => Store::open_read_only(&path)?,
+            };
+            let result = read(&store);
+            if result.is_ok() {
+                *slot = Some(store);
+            }
+            result
+        })
+        .await
+        .map_err(|_| E::from(StoreError::WriterGone))?
     }
 }
 
@@ -735,16 +861,14 @@ fn commit_batch(
     if result.is_ok()
         && !(batch.readings.is_empty() && batch.outputs.is_empty() && batch.drafts.is_empty())
     {
-        let samples: Vec<(i64, Sample)> = batch
-            .readings
-            .iter()
-            .filter_map(|r| {
-                point_ids
-                    .get(r.point.0 as usize)
-                    .map(|id| (*id, Sample::from(r)))
-            })
-            .collect();
-        result = store.append_samples(samples, &batch.outputs, &batch.drafts);
+        let mut rows = store.take_buffer();
+        rows.extend(batch.readings.iter().filter_map(|r| {
+            point_ids
+                .get(r.point.0 as usize)
+                .map(|id| (*id, Sample::from(r)))
+        }));
+        result = store.append_samples(&rows, &batch.outputs, &batch.drafts);
+        store.give_back(rows);
     }
     let compaction =
         (result.is_ok() && compact).then(|| store.compact(crate::clock::now_ms(), limits));

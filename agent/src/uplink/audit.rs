@@ -33,7 +33,7 @@ use crate::config::AuditUplinkConfig;
 use crate::evidence::EvidenceRecord;
 use crate::poll::bus::Backoff;
 use crate::state::PlantState;
-use crate::store::{Store, StoreHandle};
+use crate::store::{SharedReader, Store, StoreError, StoreHandle};
 
 /// The name of this uplink's cursor in the store.
 pub const CURSOR: &str = "audit";
@@ -103,12 +103,11 @@ pub struct AuditUplink {
     config: AuditUplinkConfig,
     site: String,
     public_key: String,
-    db: PathBuf,
     store: StoreHandle,
     state: PlantState,
     client: reqwest::Client,
     acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    reader: std::sync::Arc<std::sync::Mutex<Option<Store>>>,
+    reader: SharedReader,
 }
 
 impl AuditUplink {
@@ -144,12 +143,11 @@ impl AuditUplink {
             config,
             site,
             public_key,
-            db,
             store,
             state,
             client,
             acked: Default::default(),
-            reader: Default::default(),
+            reader: SharedReader::new(&db),
         })
     }
 
@@ -164,30 +162,12 @@ impl AuditUplink {
 
     /// Reads (acked cursor, head seq, next batch) from the database.
     async fn load(&self, acked: Option<u64>) -> Result<(u64, u64, Vec<EvidenceRecord>), String> {
-        let db = self.db.clone();
         let batch = self.config.batch_records;
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            // One read-only connection, kept across loads (the idle loop asks three times a
-            // second); dropped on any error and opened again next time.
-            let mut slot = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if slot.is_none() {
-                *slot = Some(Store::open_read_only(&db).map_err(|e| e.to_string())?);
-            }
-            let result = slot.as_ref().map(|store| read_batch(store, acked, batch));
-            match result {
-                Some(Ok(found)) => Ok(found),
-                Some(Err(e)) => {
-                    *slot = None;
-                    Err(e)
-                }
-                None => Err("no database connection".to_owned()),
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        // One read-only connection, kept across loads (the idle loop asks three times a second).
+        self.reader
+            .read(move |store| read_batch(store, acked, batch))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn deliver(&self, records: Vec<EvidenceRecord>) -> Delivery {
@@ -321,15 +301,13 @@ fn read_batch(
     store: &Store,
     acked: Option<u64>,
     batch: usize,
-) -> Result<(u64, u64, Vec<EvidenceRecord>), String> {
+) -> Result<(u64, u64, Vec<EvidenceRecord>), StoreError> {
     let acked = match acked {
         Some(a) => a,
-        None => store.uplink_cursor(CURSOR).map_err(|e| e.to_string())?,
+        None => store.uplink_cursor(CURSOR)?,
     };
-    let head = store.evidence_head().map_err(|e| e.to_string())?.seq;
-    let records = store
-        .evidence_range(acked + 1, batch)
-        .map_err(|e| e.to_string())?;
+    let head = store.evidence_head()?.seq;
+    let records = store.evidence_range(acked + 1, batch)?;
     Ok((acked, head, records))
 }
 

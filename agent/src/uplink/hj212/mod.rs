@@ -36,12 +36,11 @@
 pub mod codec;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeZone as _};
 use chrono_tz::Tz;
-use rusqlite::{params, Connection, OpenFlags};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -53,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Hj212UplinkConfig;
 use crate::evidence::Draft;
 use crate::poll::bus::Backoff;
-use crate::store::StoreHandle;
+use crate::store::{SharedReader, Store, StoreError, StoreHandle};
 use codec::{cn, st, CodecError, Cp, Flags, Frame, FrameReader};
 
 /// NMHC (as carbon), HJ 212-2017 pollutant code.
@@ -451,44 +450,14 @@ pub fn time_answer(
 /// Why the uplink could not read the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Hj212Error {
-    /// The database.
-    #[error("HJ 212 uplink cannot read {path}: {source}")]
-    Db {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: rusqlite::Error,
-    },
+    /// The database (the message names the file).
+    #[error("HJ 212 uplink: {0}")]
+    Store(#[from] StoreError),
 }
 
-fn open(db: &Path) -> Result<Connection, Hj212Error> {
-    let err = |source| Hj212Error::Db {
-        path: db.to_owned(),
-        source,
-    };
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-    Ok(conn)
-}
-
-fn rows(db: &Path, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Aggregate>, Hj212Error> {
-    let err = |source| Hj212Error::Db {
-        path: db.to_owned(),
-        source,
-    };
-    let conn = open(db)?;
-    let mut stmt = conn.prepare(sql).map_err(err)?;
-    let raw: Vec<(i64, String, String)> = stmt
-        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(err)?
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
-    Ok(raw
-        .into_iter()
+/// Parses stored rows; a row that does not read is logged and skipped.
+fn aggregates(rows: Vec<(i64, String, String)>) -> Vec<Aggregate> {
+    rows.into_iter()
         .filter_map(|(id, kind, body)| match Aggregate::from_row(id, &kind, &body) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -496,51 +465,33 @@ fn rows(db: &Path, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Aggrega
                 None
             }
         })
-        .collect())
-}
-
-/// The position stored for a platform (0 if none).
-fn stored_cursor(db: &Path, name: &str) -> Result<i64, Hj212Error> {
-    let conn = open(db)?;
-    let seq: Option<i64> = conn
-        .query_row(
-            "SELECT acked_seq FROM uplink_cursors WHERE uplink = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })
-        .map_err(|source| Hj212Error::Db {
-            path: db.to_owned(),
-            source,
-        })?;
-    Ok(seq.unwrap_or(0))
+        .collect()
 }
 
 /// Values after `after_id`, in id order. Rows that do not read are logged and skipped.
-pub fn values_after(db: &Path, after_id: i64, limit: usize) -> Result<Vec<Aggregate>, Hj212Error> {
-    rows(
-        db,
-        "SELECT id, kind, body FROM rule_outputs WHERE id > ?1 AND kind IN ('nmhc_minute', 'nmhc_hour') ORDER BY id LIMIT ?2",
-        params![after_id, limit as i64],
-    )
+pub fn values_after(
+    store: &Store,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<Aggregate>, Hj212Error> {
+    let kinds = [Interval::Minute.kind(), Interval::Hour.kind()];
+    Ok(aggregates(store.outputs_after(after_id, &kinds, limit)?))
 }
 
 /// One analyzer's values of `interval` starting in `[from_ms, to_ms]`, in time order.
 pub fn values_between(
-    db: &Path,
+    store: &Store,
     interval: Interval,
     analyzer: &str,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<Aggregate>, Hj212Error> {
-    rows(
-        db,
-        "SELECT id, kind, body FROM rule_outputs WHERE kind = ?1 AND subject = ?2 AND at_ms BETWEEN ?3 AND ?4 ORDER BY at_ms, id",
-        params![interval.kind(), analyzer, from_ms, to_ms],
-    )
+    Ok(aggregates(store.outputs_of(
+        interval.kind(),
+        analyzer,
+        from_ms,
+        to_ms,
+    )?))
 }
 
 /// Why a connection ended.
@@ -591,7 +542,7 @@ pub fn realtime_cp(
 pub struct Hj212Uplink {
     config: Hj212UplinkConfig,
     header: Header,
-    db: PathBuf,
+    reader: SharedReader,
     store: StoreHandle,
     cursor: String,
     last_qn_ms: i64,
@@ -600,7 +551,7 @@ pub struct Hj212Uplink {
 
 impl Hj212Uplink {
     /// An uplink to one platform, reading the database at `db`.
-    pub fn new(config: Hj212UplinkConfig, tz: Tz, db: PathBuf, store: StoreHandle) -> Self {
+    pub fn new(config: Hj212UplinkConfig, tz: Tz, db: &Path, store: StoreHandle) -> Self {
         Hj212Uplink {
             header: Header {
                 pw: config.pw.clone(),
@@ -610,7 +561,7 @@ impl Hj212Uplink {
             },
             cursor: cursor_name(&config.name),
             config,
-            db,
+            reader: SharedReader::new(db),
             store,
             last_qn_ms: 0,
             live: None,
@@ -670,13 +621,9 @@ impl Hj212Uplink {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Path) -> Result<T, Hj212Error> + Send + 'static,
+        f: impl FnOnce(&Store) -> Result<T, Hj212Error> + Send + 'static,
     ) -> Result<T, String> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        self.reader.read(f).await.map_err(|e| e.to_string())
     }
 
     /// Runs until `stop`.
@@ -691,7 +638,10 @@ impl Hj212Uplink {
                 Some(a) => a,
                 None => {
                     let cursor = self.cursor.clone();
-                    match self.blocking(move |db| stored_cursor(db, &cursor)).await {
+                    match self
+                        .blocking(move |store| Ok(store.uplink_cursor(&cursor)? as i64))
+                        .await
+                    {
                         Ok(a) => {
                             acked = Some(a);
                             a
@@ -813,7 +763,7 @@ impl Hj212Uplink {
             if in_flight.is_none() {
                 if queue.is_empty() && Instant::now() >= next_load {
                     match self
-                        .blocking(move |db| values_after(db, position, BATCH))
+                        .blocking(move |store| values_after(store, position, BATCH))
                         .await
                     {
                         Ok(values) => queue.extend(values),
@@ -955,7 +905,9 @@ impl Hj212Uplink {
                 let (interval, analyzer, from_ms, to_ms) =
                     (*interval, analyzer.clone(), *from_ms, *to_ms);
                 match self
-                    .blocking(move |db| values_between(db, interval, &analyzer, from_ms, to_ms))
+                    .blocking(move |store| {
+                        values_between(store, interval, &analyzer, from_ms, to_ms)
+                    })
                     .await
                 {
                     Ok(values) => history_answer(frame, &values, &self.header),

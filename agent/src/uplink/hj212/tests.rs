@@ -263,7 +263,7 @@ async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requ
         Hj212Uplink::new(
             config,
             chrono_tz::Asia::Shanghai,
-            db.clone(),
+            &db,
             handle.clone(),
         )
         .run(stop.clone()),
@@ -371,7 +371,7 @@ async fn an_unanswering_platform_is_dropped_and_the_value_resent_on_the_next_con
         Hj212Uplink::new(
             config,
             chrono_tz::Asia::Shanghai,
-            db.clone(),
+            &db,
             handle.clone(),
         )
         .run(stop.clone()),
