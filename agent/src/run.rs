@@ -210,13 +210,14 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                     &mut device_seen,
                 ));
                 let found = engine.ingest_poll(&batch);
-                if !found.is_empty() {
-                    log_outputs(&found);
-                    pipeline_state.set_bins(engine.bin_states());
-                    pipeline_state.note_outputs(&found);
-                    outputs.extend(found);
-                }
+                log_outputs(&found);
+                outputs.extend(found);
                 readings.extend(batch);
+            }
+            if !outputs.is_empty() {
+                // Once per hand-over, for the status page.
+                pipeline_state.set_bins(engine.bin_states());
+                pipeline_state.note_outputs(&outputs);
             }
             if !drafts.is_empty() && store_handle.send_evidence(drafts).await.is_err() {
                 break;

@@ -260,13 +260,7 @@ async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requ
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(
-        Hj212Uplink::new(
-            config,
-            chrono_tz::Asia::Shanghai,
-            &db,
-            handle.clone(),
-        )
-        .run(stop.clone()),
+        Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone()).run(stop.clone()),
     );
     let (mut sock, _) = listener.accept().await.unwrap();
     let mut reader = FrameReader::new();
@@ -368,13 +362,7 @@ async fn an_unanswering_platform_is_dropped_and_the_value_resent_on_the_next_con
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(
-        Hj212Uplink::new(
-            config,
-            chrono_tz::Asia::Shanghai,
-            &db,
-            handle.clone(),
-        )
-        .run(stop.clone()),
+        Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone()).run(stop.clone()),
     );
     let (mut sock, _) = listener.accept().await.unwrap();
     let mut reader = FrameReader::new();
