@@ -200,15 +200,23 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             let mut readings = Vec::with_capacity(polls.iter().map(Vec::len).sum());
             let mut outputs = Vec::new();
             let mut drafts = Vec::new();
-            for batch in polls.drain(..) {
-                pipeline_state.record(&batch);
-                drafts.extend(device_evidence(
+            let health = pipeline_state.record_polls(&polls, |r| {
+                pipeline_points
+                    .points
+                    .get(r.point.0 as usize)
+                    .map(|p| p.device)
+            });
+            for (batch, health) in polls.drain(..).zip(health) {
+                if let Some(draft) = device_evidence(
                     &batch,
+                    health,
                     &pipeline_points,
                     &pipeline_state,
                     &device_names,
                     &mut device_seen,
-                ));
+                ) {
+                    drafts.push(draft);
+                }
                 let found = engine.ingest_poll(&batch);
                 log_outputs(&found);
                 outputs.extend(found);
@@ -328,39 +336,37 @@ fn started_evidence(
 /// disconnected, or is back.
 fn device_evidence(
     batch: &[Reading],
+    health: Option<(bool, bool)>,
     points: &PointTable,
     state: &PlantState,
     names: &[String],
     seen: &mut [(bool, bool)],
-) -> Vec<Draft> {
-    let Some(first) = batch.first() else {
-        return Vec::new();
-    };
-    let Some(device) = points.points.get(first.point.0 as usize).map(|p| p.device) else {
-        return Vec::new();
-    };
-    let Some((connected, degraded, last_error)) =
-        state.with_device(device, |h| (h.connected, h.degraded, h.last_error.clone()))
-    else {
-        return Vec::new();
-    };
+) -> Option<Draft> {
+    let first = batch.first()?;
+    let device = points.points.get(first.point.0 as usize)?.device;
+    let (connected, degraded) = health?;
     let before = seen[device];
     seen[device] = (connected, degraded);
     let healthy = |(c, d): (bool, bool)| c && !d;
     match (healthy(before), healthy((connected, degraded))) {
-        (true, false) => vec![Draft::new(
-            first.at_ms,
-            "device_fault",
-            &names[device],
-            &serde_json::json!({ "connected": connected, "degraded": degraded, "problem": last_error }),
-        )],
-        (false, true) => vec![Draft::new(
+        (true, false) => {
+            let problem = state
+                .with_device(device, |h| h.last_error.clone())
+                .flatten();
+            Some(Draft::new(
+                first.at_ms,
+                "device_fault",
+                &names[device],
+                &serde_json::json!({ "connected": connected, "degraded": degraded, "problem": problem }),
+            ))
+        }
+        (false, true) => Some(Draft::new(
             first.at_ms,
             "device_recovered",
             &names[device],
             &serde_json::json!({}),
-        )],
-        _ => Vec::new(),
+        )),
+        _ => None,
     }
 }
 

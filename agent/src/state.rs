@@ -152,22 +152,38 @@ impl PlantState {
         self.lock().devices.get_mut(device).map(f)
     }
 
-    /// Records the latest readings.
-    pub fn record(&self, readings: &[Reading]) {
+    /// Records the latest readings of some polls (one lock for all) and returns each poll's
+    /// device health as `(connected, degraded)`, read in the same lock.
+    pub fn record_polls(
+        &self,
+        polls: &[Vec<Reading>],
+        device_of: impl Fn(&Reading) -> Option<usize>,
+    ) -> Vec<Option<(bool, bool)>> {
         let now = crate::clock::now_ms();
         let mut s = self.lock();
-        s.readings_total += readings.len() as u64;
+        let readings = polls.iter().map(Vec::len).sum::<usize>();
+        s.readings_total += readings as u64;
         s.last_batch_ms = now;
         let (since, count) = s.rate_window;
         if now - since >= 5_000 {
             s.readings_per_s = (s.readings_total - count) as f64 * 1000.0 / (now - since) as f64;
             s.rate_window = (now, s.readings_total);
         }
-        for r in readings {
-            if let Some(slot) = s.latest.get_mut(r.point.0 as usize) {
-                *slot = Some(*r);
+        let mut health = Vec::with_capacity(polls.len());
+        for poll in polls {
+            for r in poll {
+                if let Some(slot) = s.latest.get_mut(r.point.0 as usize) {
+                    *slot = Some(*r);
+                }
             }
+            health.push(
+                poll.first()
+                    .and_then(&device_of)
+                    .and_then(|d| s.devices.get(d))
+                    .map(|h| (h.connected, h.degraded)),
+            );
         }
+        health
     }
 
     /// Records the bins' judged states.
