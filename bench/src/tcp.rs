@@ -9,6 +9,7 @@ use sealwatch_agent::config::profile::{Profile, Table};
 use sealwatch_agent::config::SiteConfig;
 use sealwatch_agent::poll::plan::plan_reads;
 use sealwatch_agent::run;
+use sealwatch_agent::store::Store;
 use sealwatch_sim::scenario::Scenario;
 use sealwatch_sim::serve::{self, SimOptions};
 use tokio_modbus::client::Reader;
@@ -31,6 +32,8 @@ pub(crate) struct TcpFigures {
     pub(crate) devices: usize,
     /// How long the sim's devices take to answer.
     pub(crate) reply_delay: Duration,
+    /// Readings the agent counted that are not in its database after it stopped.
+    pub(crate) lost: u64,
 }
 
 const BUSES: usize = 32;
@@ -58,10 +61,12 @@ pub(crate) async fn measure(
     let mut config = seal_node_site(dir.path(), BUSES, NODES, 0, 100, &addresses)?;
     config.store.path = dir.path().join("bench.db");
 
-    let (mut bare, mut agent) = (Vec::new(), Vec::new());
+    let (mut bare, mut agent, mut lost) = (Vec::new(), Vec::new(), 0);
     for _ in 0..rounds {
         bare.push(bare_loop(&addresses, window).await?);
-        agent.push(agent_window(&config, window).await?);
+        let (rate, missing) = agent_window(&config, window).await?;
+        agent.push(rate);
+        lost += missing;
     }
     sim.stop();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -69,14 +74,27 @@ pub(crate) async fn measure(
         bare: mean(&bare),
         agent: mean(&agent),
         round_ratios: agent.iter().zip(&bare).map(|(a, b)| a / b).collect(),
+        lost,
         connections: BUSES,
         devices: BUSES * NODES,
         reply_delay,
     })
 }
 
-/// Readings/s through a freshly started agent, after 2 s of warm-up.
-async fn agent_window(config: &SiteConfig, window: Duration) -> anyhow::Result<f64> {
+/// Readings/s through a freshly started agent, after 2 s of warm-up, and how many of the readings
+/// it counted did not reach the database (none, unless it dropped some under load).
+async fn agent_window(config: &SiteConfig, window: Duration) -> anyhow::Result<(f64, u64)> {
+    let stored = |path: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            if !path.exists() {
+                return Ok(0);
+            }
+            Store::open_read_only(&path).and_then(|s| s.reading_count())
+        })
+        .await?
+        .map_err(anyhow::Error::from)
+    };
+    let before_run = stored(config.store.path.clone()).await?;
     let stop = CancellationToken::new();
     let agent = run::start(config.clone(), stop.clone()).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -85,9 +103,12 @@ async fn agent_window(config: &SiteConfig, window: Duration) -> anyhow::Result<f
     tokio::time::sleep(window).await;
     let after = agent.state.snapshot().readings_total;
     let rate = (after - before) as f64 / started.elapsed().as_secs_f64();
+    let state = agent.state.clone();
     stop.cancel();
     agent.finished().await;
-    Ok(rate)
+    let counted = state.snapshot().readings_total;
+    let landed = stored(config.store.path.clone()).await? - before_run;
+    Ok((rate, counted.saturating_sub(landed)))
 }
 
 /// One tokio-modbus connection per bus, each cycling through its units reading exactly the

@@ -20,7 +20,10 @@
 //!   space is reused by later writes. Evidence (a later schema version) is never pruned for space.
 //! - **When the disk is full or the file breaks.** A failed commit keeps the readings in memory and
 //!   is retried every interval; the error names the file and the cause. If the buffer reaches
-//!   [`MAX_BUFFERED`] readings, the oldest are dropped and counted (logged at ERROR: data loss).
+//!   [`MAX_BUFFERED`] readings while commits fail, the oldest are dropped and counted (logged at
+//!   ERROR: data loss). A buffer that fills while commits succeed but lag (overload) is never
+//!   dropped from: the writer stops taking readings until a commit has taken them, and polling
+//!   waits (back-pressure).
 //! - **Rule outputs** (seal states, breaches, cycles, NMHC minutes and hours, summaries) are
 //!   committed in the same transaction as the readings they came from, and never dropped or
 //!   pruned for space.
@@ -791,12 +794,24 @@ pub fn spawn_writer(
     commit_interval: Duration,
     limits: Limits,
 ) -> (StoreHandle, tokio::task::JoinHandle<Store>) {
+    spawn_writer_buffering(store, point_ids, commit_interval, limits, MAX_BUFFERED)
+}
+
+/// [`spawn_writer`] with the buffer bounded at `max_buffered` readings instead of [`MAX_BUFFERED`].
+fn spawn_writer_buffering(
+    store: Store,
+    point_ids: Vec<i64>,
+    commit_interval: Duration,
+    limits: Limits,
+    max_buffered: usize,
+) -> (StoreHandle, tokio::task::JoinHandle<Store>) {
     let (tx, rx) = mpsc::channel(1024);
     let task = tokio::spawn(writer_loop(
         store,
         point_ids.into(),
         commit_interval,
         limits,
+        max_buffered,
         rx,
     ));
     (StoreHandle { tx }, task)
@@ -886,6 +901,7 @@ async fn writer_loop(
     point_ids: std::sync::Arc<[i64]>,
     commit_interval: Duration,
     limits: Limits,
+    max_buffered: usize,
     mut rx: mpsc::Receiver<Command>,
 ) -> Store {
     type Job = tokio::task::JoinHandle<(Store, Pending, bool, Committed)>;
@@ -897,10 +913,15 @@ async fn writer_loop(
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut compaction = Compaction::new();
     let mut closed = false;
+    // Whether the last commit failed: then a full buffer is not committed at once (commits are
+    // retried once an interval) and overflows, oldest first.
+    let mut failing = false;
+    let batch_size = COMMIT_BATCH.min(max_buffered);
     loop {
         let now = tokio::time::Instant::now();
-        let due =
-            closed || deadline.is_some_and(|d| d <= now) || pending.readings.len() >= COMMIT_BATCH;
+        let due = closed
+            || deadline.is_some_and(|d| d <= now)
+            || (!failing && pending.readings.len() >= batch_size);
         if due {
             if let Some(mut store) = idle.take() {
                 if dropped > 0 {
@@ -918,6 +939,11 @@ async fn writer_loop(
             }
         }
         let timer_armed = running.is_none();
+        // While the buffer is full and a commit runs or is about to, stop taking readings: the
+        // bus tasks wait (back-pressure). Only while commits fail does the buffer overflow.
+        let full = pending.readings.len() >= max_buffered;
+        let overflowing = failing && running.is_none();
+        let receiving = !(closed || (full && !overflowing));
         let job = async {
             match running.as_mut() {
                 Some(job) => job.await,
@@ -931,12 +957,14 @@ async fn writer_loop(
             }
         };
         tokio::select! {
-            cmd = rx.recv(), if !closed => match cmd {
+            cmd = rx.recv(), if receiving => match cmd {
                 Some(Command::Readings(batch, outputs)) => {
                     pending.readings.extend(batch);
                     // Rule outputs are never dropped: they are few, and they are the verdicts.
                     pending.outputs.extend(outputs);
-                    while pending.readings.len() > MAX_BUFFERED {
+                    // Dropped only while commits fail; otherwise a full buffer means
+                    // back-pressure instead (see `receiving`).
+                    while overflowing && pending.readings.len() > max_buffered {
                         pending.readings.pop_front();
                         dropped += 1;
                     }
@@ -976,6 +1004,7 @@ async fn writer_loop(
                 };
                 idle = Some(store);
                 let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits);
+                failing = failed;
                 if failed || !pending.is_empty() {
                     let later = tokio::time::Instant::now() + commit_interval;
                     deadline = Some(deadline.map_or(later, |d| d.min(later)));

@@ -191,6 +191,69 @@ async fn the_writer_commits_on_flush_and_on_close() {
     assert_eq!(store.readings("a/y", t0, t0 + 1000).unwrap().len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_during_a_slow_commit_holds_the_senders_back_and_drops_nothing() {
+    let t0 = crate::clock::now_ms() - 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let mut store = Store::open(&path).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    // Another writer holds the database: the next commit waits for it (up to the busy timeout).
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let max_buffered = 100;
+    let (handle, task) = spawn_writer_buffering(
+        store,
+        ids,
+        Duration::from_secs(3600),
+        limits(),
+        max_buffered,
+    );
+    // One reading and a flush start the commit that now waits.
+    handle
+        .send(vec![reading(0, t0, Outcome::Value(0.0))])
+        .await
+        .unwrap();
+    let flushing = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.flush().await }
+    });
+    // Far more readings than the buffer holds arrive while that commit waits.
+    let sent = 3000;
+    let sender = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            for i in 1..=sent {
+                handle
+                    .send(vec![reading(0, t0 + i, Outcome::Value(i as f64))])
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    // Back-pressure: the writer stops taking readings, the channel fills and the sender waits.
+    // (Without it, the sender finishes and the buffer drops the oldest readings.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while handle.tx.capacity() > 0 && !sender.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel never filled"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !sender.is_finished(),
+        "the sender was never held back: the writer took every reading while its commit waited"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    flushing.await.unwrap().unwrap();
+    sender.await.unwrap();
+    drop(handle);
+    let store = task.await.unwrap();
+    assert_eq!(store.reading_count().unwrap(), sent as u64 + 1);
+}
+
 #[test]
 fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifies() {
     use crate::evidence::{verify, Draft, Head};
