@@ -222,11 +222,9 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 outputs.extend(found);
                 readings.extend(batch);
             }
-            if !outputs.is_empty() {
-                // Once per hand-over, for the status page.
-                pipeline_state.set_bins(engine.bin_states());
-                pipeline_state.note_outputs(&outputs);
-            }
+            // Once per hand-over, for the status page: the bins that changed, and the outputs.
+            pipeline_state.update_bins(&engine.take_bin_changes());
+            pipeline_state.note_outputs(&outputs);
             if !drafts.is_empty() && store_handle.send_evidence(drafts).await.is_err() {
                 break;
             }

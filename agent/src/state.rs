@@ -186,9 +186,21 @@ impl PlantState {
         health
     }
 
-    /// Records the bins' judged states.
-    pub fn set_bins(&self, bins: Vec<(SealState, Option<i64>)>) {
-        self.lock().bins = bins;
+    /// Records the judged states of the bins that changed (by index; see
+    /// `Engine::take_bin_changes`).
+    pub fn update_bins(&self, changes: &[(usize, (SealState, Option<i64>))]) {
+        if changes.is_empty() {
+            return;
+        }
+        {
+            let mut s = self.lock();
+            for &(bin, judged) in changes {
+                if bin >= s.bins.len() {
+                    s.bins.resize(bin + 1, (SealState::Unknown, None));
+                }
+                s.bins[bin] = judged;
+            }
+        }
         self.bump();
     }
 

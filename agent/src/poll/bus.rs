@@ -181,6 +181,9 @@ pub(crate) trait Link {
 }
 
 /// Runs every bus of `config` until `stop` is cancelled. Readings go to `out`.
+///
+/// Each bus watches its own child of `stop`: a token's state sits behind a mutex, and a bus
+/// behind schedule checks it once a poll, so one shared token would have every bus contend.
 pub fn spawn_buses(
     config: &SiteConfig,
     points: &Arc<PointTable>,
@@ -217,12 +220,12 @@ pub fn spawn_buses(
                     ctx: None,
                 };
                 let poller = BusPoller::new(bus.clone(), link, devices, points, state, out);
-                tasks.push(tokio::spawn(poller.run(stop.clone())));
+                tasks.push(tokio::spawn(poller.run(stop.child_token())));
             }
             Transport::Rtu(serial) => {
                 let link = serial_link(serial);
                 let poller = BusPoller::new(bus.clone(), link, devices, points, state, out);
-                tasks.push(tokio::spawn(poller.run(stop.clone())));
+                tasks.push(tokio::spawn(poller.run(stop.child_token())));
             }
         }
     }

@@ -621,6 +621,34 @@ pub struct Engine {
     open_hour: Option<(i64, i64)>,
     /// How long after an hour ends it is closed, ms (late readings of other buses still count).
     lateness_ms: i64,
+    /// Bins whose state or its start may have changed since [`Engine::take_bin_changes`].
+    changed_bins: ChangedBins,
+}
+
+/// A set of bin indexes, in the order they were first added, and what was last reported of each.
+#[derive(Debug, Default)]
+struct ChangedBins {
+    listed: Vec<bool>,
+    order: Vec<usize>,
+    reported: Vec<(SealState, Option<i64>)>,
+}
+
+impl ChangedBins {
+    fn add(&mut self, bin: usize) {
+        if bin >= self.listed.len() {
+            self.listed.resize(bin + 1, false);
+        }
+        if !std::mem::replace(&mut self.listed[bin], true) {
+            self.order.push(bin);
+        }
+    }
+
+    fn take(&mut self) -> Vec<usize> {
+        for &bin in &self.order {
+            self.listed[bin] = false;
+        }
+        std::mem::take(&mut self.order)
+    }
 }
 
 impl Engine {
@@ -645,6 +673,7 @@ impl Engine {
             watermark: None,
             open_hour: None,
             lateness_ms: s.breach_grace_ms + s.stale_after_ms + 5_000,
+            changed_bins: ChangedBins::default(),
         }
     }
 
@@ -656,6 +685,30 @@ impl Engine {
     /// Current state of each bin, with the time it began.
     pub fn bin_states(&self) -> Vec<(SealState, Option<i64>)> {
         self.bins.iter().map(BinTracker::state).collect()
+    }
+
+    /// The bins whose state (or its start) changed since the last call, by index, with their
+    /// current state: what a live view that starts with every bin unknown needs to stay equal to
+    /// [`Engine::bin_states`].
+    pub fn take_bin_changes(&mut self) -> Vec<(usize, (SealState, Option<i64>))> {
+        let mut changes = Vec::new();
+        for bin in self.changed_bins.take() {
+            let now = self.bins[bin].state();
+            let reported = &mut self.changed_bins.reported;
+            if bin >= reported.len() {
+                reported.resize(bin + 1, (SealState::Unknown, None));
+            }
+            if std::mem::replace(&mut reported[bin], now) != now {
+                changes.push((bin, now));
+            }
+        }
+        changes
+    }
+
+    fn all_bins_changed(&mut self) {
+        for bin in 0..self.bins.len() {
+            self.changed_bins.add(bin);
+        }
     }
 
     /// Applies one poll group (readings of one device at one time) and returns what follows.
@@ -670,6 +723,7 @@ impl Engine {
             for b in &mut self.bins {
                 b.start(hour);
             }
+            self.all_bins_changed();
         }
         let mut touched_bins: Vec<usize> = Vec::new();
         for r in group {
@@ -693,6 +747,7 @@ impl Engine {
         }
         for bin in touched_bins {
             self.bins[bin].judge(at, &self.ruleset, &mut out);
+            self.changed_bins.add(bin);
         }
         self.advance(at, &mut out);
         out
@@ -713,6 +768,7 @@ impl Engine {
             for b in &mut self.bins {
                 b.close_hour(hour, end, &self.ruleset, out);
             }
+            self.all_bins_changed();
             for a in &mut self.analyzers {
                 a.close_hour(hour, end, &self.ruleset, out);
             }
@@ -727,6 +783,7 @@ impl Engine {
         for b in &mut self.bins {
             b.judge(until_ms, &self.ruleset, &mut out);
         }
+        self.all_bins_changed();
         self.advance(until_ms + self.lateness_ms, &mut out);
         out
     }

@@ -615,6 +615,35 @@ proptest! {
         let again: Vec<String> = replay(&all, &[]).iter().map(Output::to_json).collect();
         prop_assert_eq!(whole, again);
     }
+
+    #[test]
+    fn a_view_kept_from_bin_changes_equals_the_bin_states(polls in polls()) {
+        // A second bin with no sensors changes only when hours close.
+        let mut two_bins = config();
+        two_bins.bins.push(BinRules { key: "F1/B2".into(), ..two_bins.bins[0].clone() });
+        let mut engine = Engine::new(&two_bins);
+        let mut view: Vec<(SealState, Option<i64>)> = Vec::new();
+        let seen = |engine: &mut Engine, view: &mut Vec<(SealState, Option<i64>)>| {
+            for (bin, judged) in engine.take_bin_changes() {
+                if bin >= view.len() {
+                    view.resize(bin + 1, (SealState::Unknown, None));
+                }
+                view[bin] = judged;
+            }
+            let mut shown = view.clone();
+            shown.resize(engine.bin_states().len(), (SealState::Unknown, None));
+            shown == engine.bin_states()
+        };
+        let all = readings_of(&polls);
+        let mut last_at = T0;
+        for group in all.chunk_by(|a, b| a.at_ms == b.at_ms && (a.point.0 < 4) == (b.point.0 < 4)) {
+            engine.ingest_poll(group);
+            last_at = group[0].at_ms;
+            prop_assert!(seen(&mut engine, &mut view), "after the poll at {}", group[0].at_ms);
+        }
+        engine.finish(last_at + 3_600_000);
+        prop_assert!(seen(&mut engine, &mut view), "after finishing");
+    }
 }
 
 // ---- event latch reconciliation ------------------------------------------------------------
