@@ -27,6 +27,8 @@
 //!   against the device whose unit they carry, if it is on this bus, else against the device
 //!   being polled.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,6 +239,10 @@ pub(crate) struct BusPoller<L> {
     bus: BusConfig,
     link: L,
     devices: Vec<Scheduled>,
+    /// Every device but the one being polled, by when it is due next (then by index, so devices
+    /// due at the same time go in configuration order). Only [`BusPoller::reschedule`] moves a
+    /// device's `next_due`, and it puts the device back here.
+    queue: BinaryHeap<Reverse<(Instant, usize)>>,
     points: Arc<PointTable>,
     state: PlantState,
     out: mpsc::Sender<Vec<Reading>>,
@@ -254,6 +260,11 @@ impl<L: Link> BusPoller<L> {
         BusPoller {
             bus,
             link,
+            queue: devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| Reverse((d.next_due, i)))
+                .collect(),
             devices,
             points: points.clone(),
             state: state.clone(),
@@ -266,16 +277,9 @@ impl<L: Link> BusPoller<L> {
         let mut reconnect_at = Instant::now();
         let mut connect_error_logged = false;
         loop {
-            let Some(next) = self
-                .devices
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, d)| d.next_due)
-                .map(|(i, _)| i)
-            else {
+            let Some(Reverse((due, next))) = self.queue.pop() else {
                 return;
             };
-            let due = self.devices[next].next_due;
             if due > Instant::now() {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -355,6 +359,7 @@ impl<L: Link> BusPoller<L> {
         if let Some(hold) = d.hold_until.take() {
             d.next_due = d.next_due.max(hold);
         }
+        self.queue.push(Reverse((d.next_due, i)));
     }
 
     fn with_health(&self, i: usize, f: impl FnOnce(&mut crate::state::DeviceHealth)) {
