@@ -99,6 +99,16 @@ pub enum StoreError {
         /// Newest version known.
         known: i64,
     },
+    /// A read-only open found a file the agent has not yet brought to this schema.
+    #[error("database {path} has schema version {found}, older than this sealwatch reads ({known}); start the agent on it once (it converts the file in place), then read it")]
+    NotUpgraded {
+        /// File.
+        path: PathBuf,
+        /// Version in the file (0: no sealwatch tables yet).
+        found: i64,
+        /// Version this sealwatch reads.
+        known: i64,
+    },
     /// A statement failed.
     #[error("database {path}: {context}: {source}")]
     Sql {
@@ -349,6 +359,7 @@ impl Store {
                 source,
             })?;
         schema::check_ours(&conn, path)?;
+        schema::check_current(&conn, path)?;
         Ok(Store {
             conn,
             path: path.to_owned(),

@@ -412,6 +412,17 @@ fn a_version_3_database_is_converted_to_blocks() {
     .unwrap();
     drop(conn);
 
+    // Reading without converting is refused with what to do, not a missing table.
+    let err = Store::open_read_only(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotUpgraded { found: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("site.db") && err.to_string().contains("start the agent"),
+        "{err}"
+    );
+
     let store = Store::open(&path).unwrap();
     let x = store.readings("a/x", T0, T0 + 2000).unwrap();
     assert_eq!(
