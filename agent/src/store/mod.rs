@@ -99,8 +99,9 @@ pub enum StoreError {
         /// Newest version known.
         known: i64,
     },
-    /// A read-only open found a file the agent has not yet brought to this schema.
-    #[error("database {path} has schema version {found}, older than this sealwatch reads ({known}); start the agent on it once (it converts the file in place), then read it")]
+    /// The readings of a file the agent has not yet converted (its evidence and rule outputs are
+    /// read as they are).
+    #[error("database {path} has schema version {found}, whose readings this sealwatch does not read (it reads version {known}); the agent converts the file in place when it starts on it (convert a copy to keep the original)")]
     NotUpgraded {
         /// File.
         path: PathBuf,
@@ -312,6 +313,8 @@ pub struct Store {
     /// Kept between commits and compactions: under heavy load they need tens of MB, and asking
     /// the system for it afresh each time costs more than the work.
     buffer: Vec<(i64, Sample)>,
+    /// The file's schema version: [`schema::SCHEMA_VERSION`], unless opened read-only unconverted.
+    version: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -338,6 +341,7 @@ impl Store {
             path: path.to_owned(),
             sealer: None,
             buffer: Vec::new(),
+            version: schema::SCHEMA_VERSION,
         };
         schema::migrate(&mut store.conn, path)?;
         Ok(store)
@@ -359,13 +363,26 @@ impl Store {
                 source,
             })?;
         schema::check_ours(&conn, path)?;
-        schema::check_current(&conn, path)?;
+        let version = schema::version(&conn, path)?;
         Ok(Store {
             conn,
             path: path.to_owned(),
             sealer: None,
             buffer: Vec::new(),
+            version,
         })
+    }
+
+    /// Refuses to read readings from a file older than the reading tables this sealwatch knows.
+    fn check_readings_layout(&self) -> Result<(), StoreError> {
+        if self.version < schema::READINGS_LAYOUT_SINCE {
+            return Err(StoreError::NotUpgraded {
+                path: self.path.clone(),
+                found: self.version,
+                known: schema::SCHEMA_VERSION,
+            });
+        }
+        Ok(())
     }
 
     /// The file.
@@ -577,6 +594,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<StoredReading>, StoreError> {
+        self.check_readings_layout()?;
         let id: Option<i64> = self
             .conn
             .query_row(
@@ -677,6 +695,7 @@ impl Store {
 
     /// Total readings stored (blocks and frames).
     pub fn reading_count(&self) -> Result<u64, StoreError> {
+        self.check_readings_layout()?;
         self.conn
             .query_row("SELECT (SELECT coalesce(sum(count), 0) FROM reading_blocks) + (SELECT coalesce(sum(count), 0) FROM reading_frames)", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
@@ -924,14 +943,18 @@ async fn writer_loop(
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut compaction = Compaction::new();
     let mut closed = false;
-    // Whether the last commit failed: then a full buffer is not committed at once (commits are
-    // retried once an interval) and overflows, oldest first.
-    let mut failing = false;
+    // Set while commits fail: no commit is tried before then, whatever asks for one (a full
+    // buffer, a verdict, a flush), so a broken disk costs one attempt an interval; meanwhile a
+    // full buffer overflows, oldest first.
+    let mut retry_at: Option<tokio::time::Instant> = None;
     let batch_size = COMMIT_BATCH.min(max_buffered);
     loop {
         let now = tokio::time::Instant::now();
+        let failing = retry_at.is_some();
+        // When the next commit is due by the clock.
+        let wake = deadline.map(|d| retry_at.map_or(d, |r| d.max(r)));
         let due = closed
-            || deadline.is_some_and(|d| d <= now)
+            || wake.is_some_and(|d| d <= now)
             || (!failing && pending.readings.len() >= batch_size);
         if due {
             if let Some(mut store) = idle.take() {
@@ -962,13 +985,16 @@ async fn writer_loop(
             }
         };
         let timer = async {
-            match deadline {
+            match wake {
                 Some(d) if timer_armed => tokio::time::sleep_until(d).await,
                 _ => std::future::pending().await,
             }
         };
         tokio::select! {
-            cmd = rx.recv(), if receiving => match cmd {
+            cmd = rx.recv(), if receiving => {
+                // The wait may have been long: deadlines count from now.
+                let now = tokio::time::Instant::now();
+                match cmd {
                 Some(Command::Readings(batch, outputs)) => {
                     pending.readings.extend(batch);
                     // Rule outputs are never dropped: they are few, and they are the verdicts.
@@ -1003,6 +1029,7 @@ async fn writer_loop(
                     deadline = Some(now);
                 }
                 None => closed = true,
+                }
             },
             joined = job => {
                 running = None;
@@ -1015,7 +1042,7 @@ async fn writer_loop(
                 };
                 idle = Some(store);
                 let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits);
-                failing = failed;
+                retry_at = failed.then(|| tokio::time::Instant::now() + commit_interval);
                 if failed || !pending.is_empty() {
                     let later = tokio::time::Instant::now() + commit_interval;
                     deadline = Some(deadline.map_or(later, |d| d.min(later)));

@@ -117,20 +117,13 @@ fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) ->
     }
 }
 
-/// Refuses, for reading without converting, a file older than [`SCHEMA_VERSION`] (only the
-/// agent's read-write open converts).
-pub(crate) fn check_current(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql(path, "reading the schema version"))?;
-    if version < SCHEMA_VERSION {
-        return Err(StoreError::NotUpgraded {
-            path: path.to_owned(),
-            found: version,
-            known: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
+/// The schema version that introduced the reading tables read today (frames and blocks).
+pub(crate) const READINGS_LAYOUT_SINCE: i64 = 4;
+
+/// The file's schema version.
+pub(crate) fn version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql(path, "reading the schema version"))
 }
 
 /// Refuses files that are not sealwatch databases.

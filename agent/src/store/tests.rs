@@ -254,6 +254,40 @@ async fn a_full_buffer_during_a_slow_commit_holds_the_senders_back_and_drops_not
     assert_eq!(store.reading_count().unwrap(), sent as u64 + 1);
 }
 
+#[tokio::test]
+async fn a_full_disk_is_retried_once_an_interval_however_often_a_commit_is_asked_for() {
+    let t0 = crate::clock::now_ms() - 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let mut store = Store::open(&path).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    let pages: i64 = store
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .conn
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    let interval = Duration::from_millis(600);
+    let (handle, _task) = spawn_writer(store, ids, interval, limits());
+    let noisy: Vec<Reading> = (0..5000)
+        .map(|i| reading(0, t0 + i, Outcome::Value(fastrand::f64())))
+        .collect();
+    handle.send(noisy).await.unwrap();
+    let first = handle.flush().await.unwrap_err();
+    assert!(first.to_string().contains("full"), "{first}");
+    // Asking again at once (a flush, evidence, a verdict) does not hammer the broken disk.
+    let asked = std::time::Instant::now();
+    let second = handle.flush().await.unwrap_err();
+    assert!(second.to_string().contains("full"), "{second}");
+    assert!(
+        asked.elapsed() >= interval / 2,
+        "retried after {:?}, before the interval ({interval:?})",
+        asked.elapsed()
+    );
+}
+
 #[test]
 fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifies() {
     use crate::evidence::{verify, Draft, Head};
@@ -412,16 +446,28 @@ fn a_version_3_database_is_converted_to_blocks() {
     .unwrap();
     drop(conn);
 
-    // Reading without converting is refused with what to do, not a missing table.
-    let err = Store::open_read_only(&path).unwrap_err();
+    // Read without converting (an archived copy), its evidence and outputs read as they are;
+    // its readings are refused with what to do, not with a missing table.
+    let unconverted = Store::open_read_only(&path).unwrap();
+    assert_eq!(unconverted.evidence_head().unwrap().seq, 0);
+    assert!(unconverted
+        .outputs(i64::MIN, i64::MAX, None)
+        .unwrap()
+        .is_empty());
+    let err = unconverted.readings("a/x", T0, T0 + 2000).unwrap_err();
     assert!(
         matches!(err, StoreError::NotUpgraded { found: 3, .. }),
         "{err}"
     );
     assert!(
-        err.to_string().contains("site.db") && err.to_string().contains("start the agent"),
+        err.to_string().contains("site.db") && err.to_string().contains("converts the file"),
         "{err}"
     );
+    assert!(matches!(
+        unconverted.reading_count(),
+        Err(StoreError::NotUpgraded { .. })
+    ));
+    drop(unconverted);
 
     let store = Store::open(&path).unwrap();
     let x = store.readings("a/x", T0, T0 + 2000).unwrap();
