@@ -223,8 +223,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 readings.extend(batch);
             }
             // Once per hand-over, for the status page: the bins that changed, and the outputs.
-            pipeline_state.update_bins(&engine.take_bin_changes());
-            pipeline_state.note_outputs(&outputs);
+            pipeline_state.note_judgements(&engine.take_bin_changes(), &outputs);
             if !drafts.is_empty() && store_handle.send_evidence(drafts).await.is_err() {
                 break;
             }

@@ -186,32 +186,23 @@ impl PlantState {
         health
     }
 
-    /// Records the judged states of the bins that changed (by index; see
-    /// `Engine::take_bin_changes`).
-    pub fn update_bins(&self, changes: &[(usize, (SealState, Option<i64>))]) {
-        if changes.is_empty() {
+    /// Records what the rules judged since the last call, under one lock: the bins whose state
+    /// may have changed (by index, with their state; see `Engine::take_bin_changes`) and the
+    /// outputs the status page shows (last cycle, NMHC minutes and hours). Wakes the status
+    /// page's event streams if anything changed.
+    pub fn note_judgements(&self, bins: &[(usize, (SealState, Option<i64>))], outputs: &[Output]) {
+        if bins.is_empty() && outputs.is_empty() {
             return;
         }
+        let mut changed = !outputs.is_empty();
         {
             let mut s = self.lock();
-            for &(bin, judged) in changes {
+            for &(bin, judged) in bins {
                 if bin >= s.bins.len() {
                     s.bins.resize(bin + 1, (SealState::Unknown, None));
                 }
-                s.bins[bin] = judged;
+                changed |= std::mem::replace(&mut s.bins[bin], judged) != judged;
             }
-        }
-        self.bump();
-    }
-
-    /// Keeps what the status page shows of the rule outputs (last cycle, NMHC minutes and hours)
-    /// and wakes the status page's event streams.
-    pub fn note_outputs(&self, outputs: &[Output]) {
-        if outputs.is_empty() {
-            return;
-        }
-        {
-            let mut s = self.lock();
             for o in outputs {
                 match o {
                     Output::ChargingCycle { bin, .. } => {
@@ -231,7 +222,9 @@ impl PlantState {
                 }
             }
         }
-        self.bump();
+        if changed {
+            self.bump();
+        }
     }
 
     /// Sets the evidence backlog (records not yet acknowledged by the audit system).

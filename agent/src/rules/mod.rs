@@ -625,12 +625,11 @@ pub struct Engine {
     changed_bins: ChangedBins,
 }
 
-/// A set of bin indexes, in the order they were first added, and what was last reported of each.
+/// A set of bin indexes, in the order they were first added.
 #[derive(Debug, Default)]
 struct ChangedBins {
     listed: Vec<bool>,
     order: Vec<usize>,
-    reported: Vec<(SealState, Option<i64>)>,
 }
 
 impl ChangedBins {
@@ -687,22 +686,15 @@ impl Engine {
         self.bins.iter().map(BinTracker::state).collect()
     }
 
-    /// The bins whose state (or its start) changed since the last call, by index, with their
-    /// current state: what a live view that starts with every bin unknown needs to stay equal to
-    /// [`Engine::bin_states`].
+    /// The bins whose state (or its start) may have changed since the last call, by index, with
+    /// their current state: what a live view that starts with every bin unknown needs to stay
+    /// equal to [`Engine::bin_states`].
     pub fn take_bin_changes(&mut self) -> Vec<(usize, (SealState, Option<i64>))> {
-        let mut changes = Vec::new();
-        for bin in self.changed_bins.take() {
-            let now = self.bins[bin].state();
-            let reported = &mut self.changed_bins.reported;
-            if bin >= reported.len() {
-                reported.resize(bin + 1, (SealState::Unknown, None));
-            }
-            if std::mem::replace(&mut reported[bin], now) != now {
-                changes.push((bin, now));
-            }
-        }
-        changes
+        self.changed_bins
+            .take()
+            .into_iter()
+            .map(|bin| (bin, self.bins[bin].state()))
+            .collect()
     }
 
     fn all_bins_changed(&mut self) {

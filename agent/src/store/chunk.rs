@@ -92,7 +92,8 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Encodes samples (in time order); the first sample's time is kept by the caller (the row's
-/// `first_ms`).
+/// `first_ms`). Tests only: the store encodes into its frame buffer with [`encode_into`].
+#[cfg(test)]
 pub fn encode(samples: &[Sample]) -> Vec<u8> {
     let mut out = Vec::with_capacity(samples.len() * 2 + 8);
     encode_into(&mut out, samples);

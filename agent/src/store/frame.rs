@@ -208,7 +208,8 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-/// All entries of a frame whose row time is `first_ms`.
+/// All entries of a frame whose row time is `first_ms` (tests; the store walks [`entries`]).
+#[cfg(test)]
 pub fn decode(first_ms: i64, body: &[u8]) -> Result<Vec<Entry<'_>>, ChunkError> {
     entries(first_ms, body).collect()
 }
@@ -221,8 +222,12 @@ pub fn point_samples(
     (from_ms, to_ms): (i64, i64),
     out: &mut Vec<Sample>,
 ) -> Result<(), ChunkError> {
+    // Entries are in ascending point id, one per point: stop at or past the point.
     for entry in entries(first_ms, body) {
         let entry = entry?;
+        if entry.point_id > point_id {
+            break;
+        }
         if entry.point_id == point_id {
             out.extend(
                 entry
@@ -230,6 +235,7 @@ pub fn point_samples(
                     .into_iter()
                     .filter(|s| (from_ms..=to_ms).contains(&s.at_ms)),
             );
+            break;
         }
     }
     Ok(())

@@ -362,8 +362,7 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        schema::check_ours(&conn, path)?;
-        let version = schema::version(&conn, path)?;
+        let version = schema::check_ours(&conn, path)?;
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -432,10 +431,24 @@ impl Store {
         outputs: &[Output],
         drafts: &[crate::evidence::Draft],
     ) -> Result<(), StoreError> {
-        let mut rows = self.take_buffer();
-        rows.extend(readings.iter().map(|(id, r)| (*id, Sample::from(r))));
-        let result = self.append_samples(&rows, outputs, drafts);
-        self.give_back(rows);
+        self.append_rows(
+            readings.iter().map(|(id, r)| (*id, Sample::from(r))),
+            outputs,
+            drafts,
+        )
+    }
+
+    /// [`Store::append`] of `(point id, sample)` rows, gathered in the kept buffer.
+    fn append_rows(
+        &mut self,
+        rows: impl Iterator<Item = (i64, Sample)>,
+        outputs: &[Output],
+        drafts: &[crate::evidence::Draft],
+    ) -> Result<(), StoreError> {
+        let mut buffer = self.take_buffer();
+        buffer.extend(rows);
+        let result = self.append_samples(&buffer, outputs, drafts);
+        self.give_back(buffer);
         result
     }
 
@@ -658,17 +671,10 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".to_owned());
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, kind, body FROM rule_outputs WHERE id > ?1 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY id LIMIT ?3")
-            .map_err(self.sql("reading rule outputs"))?;
-        let rows = stmt
-            .query_map(params![after_id, kinds, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(self.sql("reading rule outputs"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(self.sql("reading rule outputs"))
+        self.output_rows(
+            "SELECT id, kind, body FROM rule_outputs WHERE id > ?1 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY id LIMIT ?3",
+            params![after_id, kinds, limit as i64],
+        )
     }
 
     /// Rule outputs of one kind and subject with `at_ms` in `[from_ms, to_ms]`, in time order:
@@ -680,17 +686,24 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, kind, body FROM rule_outputs WHERE kind = ?1 AND subject = ?2 AND at_ms BETWEEN ?3 AND ?4 ORDER BY at_ms, id")
-            .map_err(self.sql("reading rule outputs"))?;
+        self.output_rows(
+            "SELECT id, kind, body FROM rule_outputs WHERE kind = ?1 AND subject = ?2 AND at_ms BETWEEN ?3 AND ?4 ORDER BY at_ms, id",
+            params![kind, subject, from_ms, to_ms],
+        )
+    }
+
+    /// Runs a `SELECT id, kind, body FROM rule_outputs …` query (statement kept cached).
+    fn output_rows(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let sql = self.sql("reading rule outputs");
+        let mut stmt = self.conn.prepare_cached(query).map_err(&sql)?;
         let rows = stmt
-            .query_map(params![kind, subject, from_ms, to_ms], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(self.sql("reading rule outputs"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(self.sql("reading rule outputs"))
+            .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(&sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
     }
 
     /// Total readings stored (blocks and frames).
@@ -906,14 +919,12 @@ fn commit_batch(
     if result.is_ok()
         && !(batch.readings.is_empty() && batch.outputs.is_empty() && batch.drafts.is_empty())
     {
-        let mut rows = store.take_buffer();
-        rows.extend(batch.readings.iter().filter_map(|r| {
+        let rows = batch.readings.iter().filter_map(|r| {
             point_ids
                 .get(r.point.0 as usize)
                 .map(|id| (*id, Sample::from(r)))
-        }));
-        result = store.append_samples(&rows, &batch.outputs, &batch.drafts);
-        store.give_back(rows);
+        });
+        result = store.append_rows(rows, &batch.outputs, &batch.drafts);
     }
     let compaction =
         (result.is_ok() && compact).then(|| store.compact(crate::clock::now_ms(), limits));
@@ -934,7 +945,7 @@ async fn writer_loop(
     max_buffered: usize,
     mut rx: mpsc::Receiver<Command>,
 ) -> Store {
-    type Job = tokio::task::JoinHandle<(Store, Pending, bool, Committed)>;
+    type Job = tokio::task::JoinHandle<(Store, Pending, Committed)>;
     let path = store.path().to_owned();
     let mut idle: Option<Store> = Some(store);
     let mut running: Option<Job> = None;
@@ -968,7 +979,7 @@ async fn writer_loop(
                 deadline = None;
                 running = Some(tokio::task::spawn_blocking(move || {
                     let committed = commit_batch(&mut store, &batch, &ids, compact, limits);
-                    (store, batch, compact, committed)
+                    (store, batch, committed)
                 }));
             }
         }
@@ -1005,14 +1016,12 @@ async fn writer_loop(
                         pending.readings.pop_front();
                         dropped += 1;
                     }
-                    let later = now + commit_interval;
-                    deadline = Some(deadline.map_or(later, |d| d.min(later)));
+                    sooner(&mut deadline, now + commit_interval);
                     // Verdicts are committed (and so sealed as evidence) within VERDICT_DELAY,
                     // together with whatever else came meanwhile; plain readings wait for the
                     // interval or a full batch.
                     if !pending.outputs.is_empty() {
-                        let soon = now + VERDICT_DELAY;
-                        deadline = deadline.map(|d| d.min(soon));
+                        sooner(&mut deadline, now + VERDICT_DELAY);
                     }
                 }
                 Some(Command::Evidence(drafts)) => {
@@ -1021,8 +1030,7 @@ async fn writer_loop(
                 }
                 Some(Command::Cursor(uplink, seq)) => {
                     pending.cursors.insert(uplink, seq);
-                    let later = now + commit_interval;
-                    deadline = Some(deadline.map_or(later, |d| d.min(later)));
+                    sooner(&mut deadline, now + commit_interval);
                 }
                 Some(Command::Flush(ack)) => {
                     pending.flushes.push(ack);
@@ -1033,7 +1041,7 @@ async fn writer_loop(
             },
             joined = job => {
                 running = None;
-                let (store, batch, compacted, committed) = match joined {
+                let (store, batch, committed) = match joined {
                     Ok(done) => done,
                     Err(join) => {
                         tracing::error!(error = %join, "store writer crashed");
@@ -1041,11 +1049,11 @@ async fn writer_loop(
                     }
                 };
                 idle = Some(store);
+                let compacted = committed.compaction.is_some();
                 let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits);
                 retry_at = failed.then(|| tokio::time::Instant::now() + commit_interval);
                 if failed || !pending.is_empty() {
-                    let later = tokio::time::Instant::now() + commit_interval;
-                    deadline = Some(deadline.map_or(later, |d| d.min(later)));
+                    sooner(&mut deadline, tokio::time::Instant::now() + commit_interval);
                 }
                 // The agent is stopping: done once a commit that included compaction left
                 // nothing behind (or failed; its error is logged and the flushes were told).
@@ -1058,6 +1066,11 @@ async fn writer_loop(
             () = timer => {}
         }
     }
+}
+
+/// Moves `deadline` to `at` if that is sooner (or there is none).
+fn sooner(deadline: &mut Option<tokio::time::Instant>, at: tokio::time::Instant) {
+    *deadline = Some(deadline.map_or(at, |d| d.min(at)));
 }
 
 /// When the writer last compacted, and what it committed since.

@@ -121,13 +121,14 @@ fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) ->
 pub(crate) const READINGS_LAYOUT_SINCE: i64 = 4;
 
 /// The file's schema version.
-pub(crate) fn version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+fn version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sql(path, "reading the schema version"))
 }
 
-/// Refuses files that are not sealwatch databases.
-pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// Refuses files that are not sealwatch databases; returns the schema version of one that is
+/// (0 for an empty file).
+pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     let not_ours = |why: String| StoreError::NotOurs {
         path: path.to_owned(),
         why,
@@ -136,9 +137,7 @@ pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<(), StoreErro
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(|e| not_ours(format!("SQLite cannot read it: {e}")))?;
     if app_id == APPLICATION_ID {
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql(path, "reading the schema version"))?;
+        let version = version(conn, path)?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew {
                 path: path.to_owned(),
@@ -146,7 +145,7 @@ pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<(), StoreErro
                 known: SCHEMA_VERSION,
             });
         }
-        return Ok(());
+        return Ok(version);
     }
     if app_id != 0 {
         return Err(not_ours(format!("application id 0x{app_id:08X}")));
@@ -159,14 +158,14 @@ pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<(), StoreErro
             "it holds {tables} schema objects of another program"
         )));
     }
-    Ok(())
+    version(conn, path)
 }
 
 /// Brings a database to [`SCHEMA_VERSION`] and sets the connection's pragmas.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql(path, "setting the busy timeout"))?;
-    check_ours(conn, path)?;
+    let version = check_ours(conn, path)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(sql(path, "switching to WAL"))?;
@@ -175,9 +174,6 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(sql(path, "setting pragmas"))?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql(path, "reading the schema version"))?;
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn
             .transaction()

@@ -17,6 +17,29 @@ fn reading(point: u32, at_ms: i64, outcome: Outcome) -> Reading {
     Reading::new(at_ms, PointId(point), outcome, (None, Some(100.0)))
 }
 
+/// 5000 readings of point 0 from `from_ms`, one a millisecond, that do not compress.
+fn noisy(from_ms: i64) -> Vec<Reading> {
+    (from_ms..from_ms + 5000)
+        .map(|t| reading(0, t, Outcome::Value(fastrand::f64())))
+        .collect()
+}
+
+/// A database in `dir` with the point `a/x` (its ids), on a disk that is full: the file may
+/// not grow.
+fn store_on_a_full_disk(dir: &std::path::Path) -> (Store, Vec<i64>) {
+    let mut store = Store::open(&dir.join("site.db")).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    let pages: i64 = store
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .conn
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    (store, ids)
+}
+
 #[test]
 fn readings_survive_compaction_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,23 +281,10 @@ async fn a_full_buffer_during_a_slow_commit_holds_the_senders_back_and_drops_not
 async fn a_full_disk_is_retried_once_an_interval_however_often_a_commit_is_asked_for() {
     let t0 = crate::clock::now_ms() - 60_000;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("site.db");
-    let mut store = Store::open(&path).unwrap();
-    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
-    let pages: i64 = store
-        .conn
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
-    store
-        .conn
-        .pragma_update(None, "max_page_count", pages)
-        .unwrap();
+    let (store, ids) = store_on_a_full_disk(dir.path());
     let interval = Duration::from_millis(600);
     let (handle, _task) = spawn_writer(store, ids, interval, limits());
-    let noisy: Vec<Reading> = (0..5000)
-        .map(|i| reading(0, t0 + i, Outcome::Value(fastrand::f64())))
-        .collect();
-    handle.send(noisy).await.unwrap();
+    handle.send(noisy(t0)).await.unwrap();
     let first = handle.flush().await.unwrap_err();
     assert!(first.to_string().contains("full"), "{first}");
     // Asking again at once (a flush, evidence, a verdict) does not hammer the broken disk.
@@ -533,30 +543,15 @@ fn a_version_3_chunk_that_does_not_decode_stops_the_upgrade_and_leaves_the_file_
 fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("site.db");
-    let mut store = Store::open(&path).unwrap();
-    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
-    let pages: i64 = store
-        .conn
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
-    // The file may not grow: the disk is full.
-    store
-        .conn
-        .pragma_update(None, "max_page_count", pages)
-        .unwrap();
-    let noisy = |from: i64| -> Vec<Reading> {
-        (from..from + 5000)
-            .map(|i| reading(0, T0 + i, Outcome::Value(fastrand::f64())))
-            .collect()
-    };
+    let (mut store, ids) = store_on_a_full_disk(dir.path());
     let mut pending = Pending::default();
-    pending.readings.extend(noisy(0));
+    pending.readings.extend(noisy(T0));
     let (ack, mut told) = oneshot::channel();
     pending.flushes.push(ack);
     let batch = std::mem::take(&mut pending);
     let committed = commit_batch(&mut store, &batch, &ids, false, limits());
     // Meanwhile newer readings arrived.
-    pending.readings.extend(noisy(5000));
+    pending.readings.extend(noisy(T0 + 5000));
     assert!(finish_commit(
         &path,
         &mut pending,
