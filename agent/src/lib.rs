@@ -8,6 +8,7 @@ pub mod clock;
 pub mod commission;
 pub mod config;
 pub mod evidence;
+pub mod ledger;
 pub mod notify;
 pub mod poll;
 pub mod replay;

@@ -66,9 +66,10 @@ enum Command {
 /// `sealwatch evidence …`
 #[derive(Subcommand)]
 enum EvidenceCommand {
-    /// Check an evidence chain offline: in a database (`--db`, with `--public-key` or `--config`)
-    /// or in an exported bundle (`--bundle`). Names the first broken record and why; exits 1 if
-    /// the chain is broken.
+    /// Check an evidence chain offline: in a database (`--db` with `--public-key`, or
+    /// `--config`) or in an exported bundle (`--bundle`, against a key from outside it: its
+    /// `.pub` file, the site config, or its fingerprint). Names the first broken record and why;
+    /// exits 1 if the chain is broken or the bundle is not what it says.
     Verify {
         /// The agent's database.
         #[arg(long, conflicts_with = "bundle")]
@@ -76,14 +77,22 @@ enum EvidenceCommand {
         /// An exported audit bundle folder.
         #[arg(long)]
         bundle: Option<PathBuf>,
-        /// The site's public key file (`<key>.pub`); with --db.
+        /// The site's public key file (`<key>.pub`).
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Or the site config, whose key file's `.pub` is used (and whose database, without --db).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Or the site key's fingerprint (at least 32 hex digits), as the audit system or
+        /// `sealwatch keygen` gave it; with --bundle.
+        #[arg(long, value_name = "HEX", requires = "bundle")]
+        key_fingerprint: Option<String>,
+        /// Check a bundle against the key it carries: proves it is consistent, NOT who made it.
+        #[arg(long, requires = "bundle", conflicts_with_all = ["public_key", "config", "key_fingerprint"])]
+        trust_bundle_key: bool,
     },
-    /// Write an audit bundle for a period: records, public key, manifest, CSV tables and a report.
+    /// Write an audit bundle for a period: records, public key, CSV tables, a report, and a
+    /// manifest signed with the site key.
     Export {
         /// Site configuration.
         #[arg(long, short)]
@@ -97,6 +106,20 @@ enum EvidenceCommand {
         /// Folder to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Start a new chain in an empty database after the old database was lost: its first record
+    /// names the previous chain's head (from the chain anchor) or says it is lost, with who and
+    /// why, so the audit system and auditors see the break. The agent must be stopped.
+    NewChain {
+        /// Site configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Why the previous chain cannot be continued (e.g. "disk failed, no backup").
+        #[arg(long)]
+        reason: String,
+        /// Who declares it.
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -119,17 +142,30 @@ fn main() -> ExitCode {
             bundle,
             public_key,
             config,
-        }) => match verify_evidence(db, bundle, public_key, config) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => exit_with(Err(e)),
-        },
+            key_fingerprint,
+            trust_bundle_key,
+        }) => {
+            let result = match bundle {
+                Some(dir) => {
+                    verify_bundle(&dir, public_key, config, key_fingerprint, trust_bundle_key)
+                }
+                None => verify_database(db, public_key, config),
+            };
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => exit_with(Err(e)),
+            }
+        }
         Command::Evidence(EvidenceCommand::Export {
             config,
             from,
             to,
             out,
         }) => exit_with(export_evidence(&config, &from, &to, &out)),
+        Command::Evidence(EvidenceCommand::NewChain { config, reason, by }) => {
+            exit_with(new_chain(&config, &reason, &by))
+        }
         Command::Replay {
             config,
             readings,
@@ -417,95 +453,127 @@ fn keygen(out: &Path) -> anyhow::Result<()> {
         "{}",
         sealwatch_agent::evidence::sign::public_hex(&key.verifying_key())
     );
+    println!(
+        "fingerprint: {} (auditors check bundles against it)",
+        sealwatch_agent::evidence::sign::fingerprint_text(&key.verifying_key())
+    );
     Ok(())
 }
 
-/// Verifies a chain; Ok(false) when it is broken (the reason is printed).
-fn verify_evidence(
+/// The site's public key from `--public-key` or the config's key file.
+fn outside_key(
+    public_key: Option<PathBuf>,
+    cfg: Option<&config::SiteConfig>,
+) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
+    use sealwatch_agent::evidence::sign;
+    let file = public_key.or_else(|| cfg.map(|c| sign::public_path(&c.evidence.key_file)));
+    Ok(file.map(|f| sign::load_public(&f)).transpose()?)
+}
+
+/// Verifies a bundle against a key from outside it; Ok(false) when it does not verify.
+fn verify_bundle(
+    dir: &Path,
+    public_key: Option<PathBuf>,
+    config: Option<PathBuf>,
+    key_fingerprint: Option<String>,
+    trust_bundle_key: bool,
+) -> anyhow::Result<bool> {
+    use sealwatch_agent::evidence::bundle::{self, KeyTrust};
+    let cfg = config.as_deref().map(config::load).transpose()?;
+    let trust = match (outside_key(public_key, cfg.as_ref())?, key_fingerprint) {
+        (Some(key), _) => KeyTrust::Key(key),
+        (None, Some(fp)) => KeyTrust::Fingerprint(fp),
+        (None, None) if trust_bundle_key => KeyTrust::BundleKey,
+        (None, None) => {
+            println!("NOT VERIFIED: {}", bundle::BundleError::NoKey);
+            return Ok(false);
+        }
+    };
+    let bar = progress_bar("checking");
+    let result = bundle::verify_bundle(dir, &trust, &|n| bar.set_position(n));
+    bar.finish_and_clear();
+    match result {
+        Ok(v) => {
+            let m = &v.manifest;
+            if let Some(cfg) = &cfg {
+                if cfg.site.id != m.site {
+                    println!(
+                        "BROKEN: the bundle is of site {}, the config of site {}",
+                        m.site, cfg.site.id
+                    );
+                    return Ok(false);
+                }
+            }
+            println!(
+                "{}: {} records {}–{} of site {}, chain intact, head {}; manifest signed; tables and report match the records",
+                dir.display(),
+                v.records,
+                m.first_seq,
+                m.last_seq,
+                m.site,
+                m.head_hash
+            );
+            println!("key fingerprint checked: {}", v.key_fingerprint);
+            if !v.authentic {
+                println!("WARNING: checked against the key the bundle carries (--trust-bundle-key): this proves the bundle is consistent, NOT that the site made it. Check it with --key-fingerprint from the audit system.");
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            println!("BROKEN: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// Verifies a database's chain; Ok(false) when it is broken (the reason is printed).
+fn verify_database(
     db: Option<PathBuf>,
-    bundle: Option<PathBuf>,
     public_key: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
-    use sealwatch_agent::evidence::{bundle as bundles, sign, verify, Head};
-    if let Some(dir) = bundle {
-        return match bundles::verify_bundle(&dir) {
-            Ok((m, n)) => {
-                println!(
-                    "{}: {n} records {}–{} of site {}, chain intact, head {}",
-                    dir.display(),
-                    m.first_seq,
-                    m.last_seq,
-                    m.site,
-                    m.head_hash
-                );
-                Ok(true)
-            }
-            Err(e) => {
-                println!("BROKEN: {e}");
-                Ok(false)
-            }
-        };
-    }
+    use sealwatch_agent::ledger::{check_database, DbCheck};
     let cfg = config.as_deref().map(config::load).transpose()?;
     let db = db
         .or_else(|| cfg.as_ref().map(|c| c.store.path.clone()))
         .context("give --db, --bundle or --config")?;
-    let key_file = public_key
-        .or_else(|| {
-            cfg.as_ref()
-                .map(|c| sign::public_path(&c.evidence.key_file))
-        })
+    let key = outside_key(public_key, cfg.as_ref())?
         .context("give --public-key (the .pub file) or --config")?;
-    let key = sign::load_public(&key_file)?;
     let store = sealwatch_agent::store::Store::open_read_only(&db)?;
-    let mut head = Head::EMPTY;
-    // Records past their retention may have been deleted: check from the first one kept.
-    if let Some(first) = store.evidence_range(0, 1)?.first() {
-        if first.seq > 1 {
-            head = verify::head_before(first)
-                .context("the first record kept has a malformed prev_hash")?;
-            println!(
-                "records before {} were deleted after their retention; checking from there",
-                first.seq
-            );
-        }
-    }
-    let mut site: Option<String> = cfg.map(|c| c.site.id);
-    loop {
-        let batch = store.evidence_range(head.seq + 1, 10_000)?;
-        if batch.is_empty() {
-            break;
-        }
-        let site_id = site.get_or_insert_with(|| batch[0].site.clone()).clone();
-        match verify::check_chain(&site_id, &key, head, &batch) {
-            Ok(h) => head = h,
-            Err(e) => {
-                println!("BROKEN at record {}: {e}", e.seq());
-                return Ok(false);
+    match check_database(&store, &key, cfg.as_ref().map(|c| c.site.id.as_str()))? {
+        DbCheck::Intact {
+            records,
+            site,
+            head,
+            pruned_through,
+        } => {
+            if let Some(through) = pruned_through {
+                println!(
+                    "records 1–{through} were pruned after their retention (the chain's data_pruned record says so); checked from {}",
+                    through + 1
+                );
             }
+            println!(
+                "{}: {records} records of site {site}, chain intact, head {}",
+                db.display(),
+                hex::encode(head.hash)
+            );
+            Ok(true)
+        }
+        DbCheck::Broken(why) => {
+            println!("BROKEN {why}");
+            Ok(false)
         }
     }
-    let total = store.evidence_head()?;
-    if total.seq != head.seq {
-        println!(
-            "BROKEN: the chain stops at record {} but the database holds records up to {}",
-            head.seq, total.seq
-        );
-        return Ok(false);
-    }
-    println!(
-        "{}: {} records of site {}, chain intact, head {}",
-        db.display(),
-        head.seq,
-        site.unwrap_or_default(),
-        hex_head(&head)
-    );
-    Ok(true)
 }
 
-fn hex_head(head: &sealwatch_agent::evidence::Head) -> String {
-    head.hash.iter().map(|b| format!("{b:02x}")).collect()
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{what} {{pos}} records"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar
 }
 
 /// Parses a period bound: ms, RFC 3339, or a local date (start or end of day).
@@ -533,40 +601,83 @@ fn parse_bound(text: &str, tz: chrono_tz::Tz, end_of_day: bool) -> anyhow::Resul
 }
 
 fn export_evidence(config_path: &Path, from: &str, to: &str, out: &Path) -> anyhow::Result<()> {
-    use sealwatch_agent::evidence::{bundle, sign};
     let cfg = config::load(config_path)?;
     let tz = cfg.site.time_zone;
     let (from_ms, to_ms) = (parse_bound(from, tz, false)?, parse_bound(to, tz, true)?);
     anyhow::ensure!(from_ms <= to_ms, "--from is after --to");
-    let public = sign::load_public(&sign::public_path(&cfg.evidence.key_file))?;
-    let store = sealwatch_agent::store::Store::open_read_only(&cfg.store.path)?;
-    let records = store.evidence_between(from_ms, to_ms)?;
-    let bar = indicatif::ProgressBar::new(records.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} records")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let manifest = bundle::export(
+    let bar = progress_bar("exporting");
+    let manifest = sealwatch_agent::ledger::export_period(
         &cfg,
-        &records,
-        &sign::public_hex(&public),
-        from_ms,
-        to_ms,
+        (from_ms, to_ms),
         out,
+        sealwatch_agent::clock::now_ms(),
         &|n| bar.set_position(n),
-    )?;
+    );
     bar.finish_and_clear();
+    let manifest = manifest?;
     println!(
-        "{}: {} records {}–{}, head {}",
+        "{}: records {}–{}, head {}",
         out.display(),
-        records.len(),
         manifest.first_seq,
         manifest.last_seq,
         manifest.head_hash
     );
     println!(
-        "check it with: sealwatch evidence verify --bundle {}",
-        out.display()
+        "signed with the site key, fingerprint {}",
+        manifest.key_fingerprint
     );
+    println!("report: {}", out.join("report.html").display());
+    println!(
+        "check it with: sealwatch evidence verify --bundle {} --key-fingerprint {}",
+        out.display(),
+        manifest.key_fingerprint
+    );
+    Ok(())
+}
+
+fn new_chain(config_path: &Path, reason: &str, by: &str) -> anyhow::Result<()> {
+    let cfg = config::load(config_path)?;
+    // What the audit system holds goes on the record, when it answers.
+    let holds = cfg.audit_uplink.as_ref().and_then(|audit| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                sealwatch_agent::uplink::audit::receiver_head(audit, &cfg.site.id),
+            )
+            .await
+            .ok()?
+            .ok()
+            .map(|a| a.stored_through)
+        })
+    });
+    let chain = sealwatch_agent::ledger::declare_new_chain(
+        &cfg,
+        reason,
+        by,
+        holds,
+        sealwatch_agent::clock::now_ms(),
+    )?;
+    match &chain.previous {
+        Some(a) => println!(
+            "previous chain of site {}: last anchored record {} (hash {})",
+            a.site, a.seq, a.hash
+        ),
+        None => println!("previous chain: no anchor found; the new chain says it is lost"),
+    }
+    if let Some(n) = holds {
+        println!("the audit system holds the previous chain up to record {n}");
+    }
+    println!(
+        "new chain of site {} started in {}: record 1 ({}) hash {}",
+        cfg.site.id,
+        cfg.store.path.display(),
+        chain.record.kind,
+        chain.record.hash
+    );
+    println!("start the agent; the audit system receives the new chain with its declaration");
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! - With `WatchdogSec=` set, systemd passes `WATCHDOG_USEC`; the agent then sends `WATCHDOG=1`
 //!   every half of it — but only while the pipeline shows signs of life (it took a batch of
 //!   readings recently). A stalled pipeline stops feeding the watchdog, and systemd restarts the
-//!   agent: a hung agent must not look healthy.
+//!   agent: a hung agent must not look healthy. Nor is it fed while the store cannot commit
+//!   (a full or broken disk, a database file deleted or replaced): an agent that cannot keep
+//!   what it polls is not healthy either, and the service manager restarts or alarms.
 //! - `STOPPING=1` is sent when a stop signal arrives, before the store is flushed.
 //!
 //! Without `NOTIFY_SOCKET` (not under systemd) every call does nothing.
@@ -88,18 +90,30 @@ pub fn spawn_watchdog(
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let last = state.snapshot().last_batch_ms;
-            if always || alive(last, now_ms(), stall_after) {
+            let snap = state.snapshot();
+            let last = snap.last_batch_ms;
+            let moving = always || alive(last, now_ms(), stall_after);
+            let committing = snap.store.committing();
+            if moving && committing {
                 if stalled {
-                    tracing::info!("pipeline moves again; feeding the watchdog");
+                    tracing::info!(
+                        "pipeline moves and the store commits again; feeding the watchdog"
+                    );
                     stalled = false;
                 }
                 send(&[NotifyState::Watchdog]);
             } else if !stalled {
-                tracing::error!(
-                    last_batch_ms = last,
-                    "pipeline stalled: no readings for longer than expected; not feeding the watchdog, systemd will restart the agent"
-                );
+                if moving {
+                    tracing::error!(
+                        error = snap.store.last_error.as_deref().unwrap_or(""),
+                        "the store cannot commit; not feeding the watchdog, systemd will restart the agent"
+                    );
+                } else {
+                    tracing::error!(
+                        last_batch_ms = last,
+                        "pipeline stalled: no readings for longer than expected; not feeding the watchdog, systemd will restart the agent"
+                    );
+                }
                 stalled = true;
             }
         }

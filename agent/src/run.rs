@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::{SiteConfig, Transport};
+use crate::evidence::anchor::{AnchorError, ForkError, StartFacts};
+use crate::evidence::Head;
 use crate::evidence::{self, sign::KeyError, Draft, EvidenceRecord};
 use crate::poll::bus::spawn_buses;
 use crate::poll::reading::Reading;
@@ -38,6 +40,12 @@ pub enum RunError {
     /// The audit uplink.
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    /// Continuing would fork the evidence chain.
+    #[error("refusing to start: {0}. {help}", help = evidence::anchor::FORK_HELP)]
+    Fork(#[from] ForkError),
+    /// The chain anchor cannot be read.
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
 }
 
 /// A started agent.
@@ -74,17 +82,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
     let key = evidence::sign::load(&config.evidence.key_file)?;
     let public_key = evidence::sign::public_hex(&key.verifying_key());
     let site_id = config.site.id.clone();
-    let (store, ids, last_start) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let mut store = Store::open(&db_path)?;
-        let ids = store.register_points(&keys)?;
-        store.enable_evidence(&site_id, key)?;
-        let last_start = store.last_evidence_of("agent_started")?;
-        Ok((store, ids, last_start))
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    tracing::info!(path = %store.path().display(), points = ids.len(), "database open");
-
+    let anchor = evidence::anchor::read(&config.evidence.anchor_file)?;
     let health = config
         .devices
         .iter()
@@ -100,10 +98,57 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         })
         .collect();
     let state = PlantState::new(health, points.points.len(), now_ms());
+    let store_health = state.store_health();
+    let anchor_file = config.evidence.anchor_file.clone();
+    let anchored = anchor.as_ref().map(|a| a.seq);
+    let (mut store, ids, last_start, mut facts) =
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut store = Store::open(&db_path)?;
+            store.report_health_to(store_health);
+            let ids = store.register_points(&keys)?;
+            let head = store.enable_evidence(&site_id, key)?;
+            let last_start = store.last_evidence_of("agent_started")?;
+            let facts = StartFacts {
+                db_hash_at_anchor: match anchored {
+                    Some(seq) => store
+                        .evidence_range(seq, 1)?
+                        .into_iter()
+                        .find(|r| r.seq == seq)
+                        .map(|r| r.hash),
+                    None => None,
+                },
+                db_head: Some(head),
+                site: site_id,
+                anchor,
+                cursor: store.uplink_cursor(crate::uplink::audit::CURSOR)?,
+                receiver_holds: None,
+            };
+            Ok((store, ids, last_start, facts))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    // Before a chain starts at record 1, ask the audit system whether it holds one already.
+    if let (Some(cfg), Some(Head { seq: 0, .. })) = (&config.audit_uplink, facts.db_head) {
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::uplink::audit::receiver_head(cfg, &config.site.id),
+        )
+        .await;
+        match asked {
+            Ok(Ok(answer)) => facts.receiver_holds = Some(answer.stored_through),
+            Ok(Err(e)) => tracing::warn!(error = %e.escape_debug(), "cannot ask the audit system what it holds before starting the chain; relying on the chain anchor and the uplink cursor"),
+            Err(_) => tracing::warn!("the audit system did not say within 5 s what it holds before the chain starts; relying on the chain anchor and the uplink cursor"),
+        }
+    }
+    evidence::anchor::check_start(&facts)?;
+    store.keep_anchor(anchor_file);
+    tracing::info!(path = %store.path().display(), points = ids.len(), "database open");
+
     let limits = Limits {
         raw_retention: config.store.raw_retention,
         disk_budget_bytes: config.store.disk_budget_bytes,
         evidence_retention: config.evidence.retention,
+        compact_every: config.store.compact_interval,
     };
     let (store_handle, writer) = spawn_writer(store, ids, config.store.commit_interval, limits);
     let rules = RulesConfig::new(&config, &points);

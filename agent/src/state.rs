@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::poll::reading::{Fault, Reading};
 use crate::rules::{Output, SealState};
+use crate::store::{HealthHandle, StoreHealth};
 
 /// NMHC minute values kept per analyzer for this hour's running average (one hour and a margin).
 pub const KEPT_MINUTES: usize = 90;
@@ -65,6 +66,19 @@ impl DeviceHealth {
     }
 }
 
+/// How the audit uplink's answers have been.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditHealth {
+    /// Answers that proved nothing or something false (a claim beyond what was sent, a wrong
+    /// hash, a redirect, an oversized body …) since start.
+    pub protocol_errors: u64,
+    /// What is wrong now (the last protocol error or refusal), until a batch is stored again.
+    pub problem: Option<String>,
+    /// Since when, ms.
+    pub problem_since_ms: Option<i64>,
+}
+
 /// The snapshot behind [`PlantState`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlantSnapshot {
@@ -94,6 +108,10 @@ pub struct PlantSnapshot {
     pub last_batch_ms: i64,
     /// Readings per second over the last few seconds.
     pub readings_per_s: f64,
+    /// The audit uplink's answers.
+    pub audit: AuditHealth,
+    /// The store (copied from its [`HealthHandle`] at each snapshot).
+    pub store: StoreHealth,
     #[serde(skip)]
     rate_window: (i64, u64),
 }
@@ -103,6 +121,7 @@ pub struct PlantSnapshot {
 pub struct PlantState {
     inner: Arc<Mutex<PlantSnapshot>>,
     version: Arc<watch::Sender<u64>>,
+    store: HealthHandle,
 }
 
 impl Default for PlantState {
@@ -124,7 +143,14 @@ impl PlantState {
                 ..PlantSnapshot::default()
             })),
             version: Arc::new(watch::channel(0).0),
+            store: HealthHandle::default(),
         }
+    }
+
+    /// The handle the store writer reports its health to (give it to
+    /// [`crate::store::Store::report_health_to`]).
+    pub fn store_health(&self) -> HealthHandle {
+        self.store.clone()
     }
 
     /// A receiver that sees the version change whenever a rule output arrived.
@@ -237,8 +263,36 @@ impl PlantState {
         self.lock().upload_latency_s = Some(latency.as_secs_f64());
     }
 
+    /// Counts an audit answer that proved nothing and shows why.
+    pub fn note_audit_protocol_error(&self, why: String) {
+        let mut s = self.lock();
+        s.audit.protocol_errors += 1;
+        Self::set_audit_problem(&mut s, why);
+    }
+
+    /// Shows a problem with the audit system (a refusal) until a batch is stored again.
+    pub fn note_audit_problem(&self, why: String) {
+        Self::set_audit_problem(&mut self.lock(), why);
+    }
+
+    fn set_audit_problem(s: &mut PlantSnapshot, why: String) {
+        if s.audit.problem.is_none() {
+            s.audit.problem_since_ms = Some(crate::clock::now_ms());
+        }
+        s.audit.problem = Some(why);
+    }
+
+    /// A batch was stored: the audit system works again.
+    pub fn clear_audit_problem(&self) {
+        let mut s = self.lock();
+        s.audit.problem = None;
+        s.audit.problem_since_ms = None;
+    }
+
     /// A copy of the current state.
     pub fn snapshot(&self) -> PlantSnapshot {
-        self.lock().clone()
+        let mut snap = self.lock().clone();
+        snap.store = self.store.get();
+        snap
     }
 }

@@ -251,6 +251,54 @@ pub fn metrics_text(snap: &PlantSnapshot, store_bytes: Option<u64>, now_ms: i64)
         );
         let _ = writeln!(out, "sealwatch_evidence_backlog {backlog}");
     }
+    family(
+        &mut out,
+        "sealwatch_audit_protocol_errors_total",
+        "counter",
+        "Audit system answers that proved nothing or something false (claims beyond what was sent, wrong hashes, redirects, oversized bodies); the acknowledged position stayed.",
+    );
+    let _ = writeln!(
+        out,
+        "sealwatch_audit_protocol_errors_total {}",
+        snap.audit.protocol_errors
+    );
+    let store = &snap.store;
+    for (name, help, value) in [
+        (
+            "sealwatch_store_commit_failures_total",
+            "Commits that failed.",
+            store.commits_failed,
+        ),
+        (
+            "sealwatch_store_sqlite_corrupt_total",
+            "Failures SQLite reported as a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).",
+            store.sqlite_corrupt,
+        ),
+        (
+            "sealwatch_store_corrupt_rows_total",
+            "Stored rows that did not decode (set aside, sealed as store_corruption records).",
+            store.corrupt_rows,
+        ),
+        (
+            "sealwatch_store_readings_dropped_total",
+            "Readings dropped because commits kept failing and the buffer was full.",
+            store.readings_dropped,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "sealwatch_store_committing",
+        "gauge",
+        "1 while commits succeed; 0 while they fail or the database file was replaced.",
+    );
+    let _ = writeln!(
+        out,
+        "sealwatch_store_committing {}",
+        u8::from(store.committing())
+    );
     if let Some(latency) = snap.upload_latency_s {
         family(
             &mut out,

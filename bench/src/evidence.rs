@@ -55,6 +55,7 @@ pub(crate) async fn measure(records: u64) -> anyhow::Result<DrainFigures> {
         raw_retention: Duration::from_secs(86_400),
         disk_budget_bytes: 1 << 40,
         evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: sealwatch_agent::store::COMPACT_EVERY,
     };
     let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_secs(1), limits);
     let config = AuditUplinkConfig {

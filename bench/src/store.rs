@@ -59,6 +59,7 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
         raw_retention: Duration::from_secs(90 * 86_400),
         disk_budget_bytes: 1 << 40,
         evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: sealwatch_agent::store::COMPACT_EVERY,
     };
 
     // Ours: commits of 20 s of data (20,000 readings), compacted every minute of data, as the

@@ -6,8 +6,15 @@
 //! Protocol: see `sealwatch_agent::uplink::audit`. Faults (stdin commands of
 //! `sealwatch-sim audit`): `refuse` (stop listening: connections are refused), `accept`
 //! (listen again), `fail N` (answer the next N requests with 500), `slow MS` (delay every answer),
-//! `cut N` (cut the next N answers off mid-body), `forget N` (lose the last N records), `ok`
-//! (no faults).
+//! `cut N` (cut the next N answers off mid-body), `forget N` (lose the last N records), and
+//! lies that a broken or hostile audit system could tell: `lie-through N` (claim to hold up to
+//! record N), `lie-hash` (echo a wrong hash), `lie-refuse N` (answer 422 claiming record N),
+//! `huge MB` (answer with a body of that many MiB), `redirect URL` (answer 307 to URL) — each
+//! lie replaces the one before; `ok` (no faults).
+//!
+//! A batch whose records differ from ones already held is a fork and refused (422), unless its
+//! record 1 is a signed `new_chain` declaration: then the chain held so far is archived and the
+//! declared chain is taken from record 1.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -23,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ed25519_dalek::VerifyingKey;
 use rusqlite::{params, Connection, OptionalExtension};
+use sealwatch_agent::evidence::anchor::NEW_CHAIN;
 use sealwatch_agent::evidence::verify::{check_chain_batched, check_next};
 use sealwatch_agent::evidence::{EvidenceRecord, Head};
 use sealwatch_agent::uplink::audit::{UploadAnswer, UploadBatch};
@@ -56,6 +64,22 @@ struct Faults {
     fail: u32,
     cut: u32,
     slow_ms: u64,
+    lie: Option<Lie>,
+}
+
+/// How the answers lie (one at a time: a new lie replaces the one before).
+#[derive(Debug, Clone)]
+enum Lie {
+    /// Claims to hold up to this record.
+    Through(u64),
+    /// Echoes a wrong hash.
+    Hash,
+    /// Answers 422 claiming this record.
+    Refuse(u64),
+    /// Answers with a body of this many MiB.
+    Huge(u64),
+    /// Answers 307 to this URL.
+    Redirect(String),
 }
 
 /// The receiving side: registered site and key, stored chain.
@@ -101,7 +125,7 @@ impl Receiver {
             source,
         };
         let conn = Connection::open(path).map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, site TEXT NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL);")
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, site TEXT NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL); CREATE TABLE IF NOT EXISTS archived_records (chain INTEGER NOT NULL, seq INTEGER NOT NULL, site TEXT NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (chain, seq));")
             .map_err(db)?;
         let head = head_of(&conn).map_err(db)?;
         Ok(Receiver {
@@ -119,13 +143,103 @@ impl Receiver {
         self.head
     }
 
-    /// Handles one upload; returns the HTTP status and answer.
+    /// The hash of a stored record (the genesis hash for 0).
+    fn hash_at(&self, seq: u64) -> Option<String> {
+        if seq == 0 {
+            return Some(hex::encode(Head::EMPTY.hash));
+        }
+        self.conn
+            .query_row(
+                "SELECT hash FROM records WHERE seq = ?1",
+                params![seq as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten()
+    }
+
+    /// Archives the chain held so far and starts from nothing (a declared new chain).
+    fn archive(&mut self) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let chain: i64 = tx.query_row(
+            "SELECT coalesce(max(chain), 0) + 1 FROM archived_records",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO archived_records(chain, seq, site, hash, record) SELECT ?1, seq, site, hash, record FROM records",
+            params![chain],
+        )?;
+        tx.execute("DELETE FROM records", [])?;
+        tx.commit()?;
+        self.head = Head::EMPTY;
+        Ok(chain as u64)
+    }
+
+    /// Chains archived after a declared new chain.
+    pub fn archived_chains(&self) -> u64 {
+        self.conn
+            .query_row(
+                "SELECT coalesce(max(chain), 0) FROM archived_records",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_or(0, |n| n as u64)
+    }
+
+    /// Whether `batch` opens with a valid declaration of a new chain that differs from the
+    /// chain held.
+    fn declares_new_chain(&self, batch: &UploadBatch) -> bool {
+        let Some(first) = batch.records.first() else {
+            return false;
+        };
+        first.seq == 1
+            && first.kind == NEW_CHAIN
+            && self.head.seq >= 1
+            && self.hash_at(1).as_deref() != Some(first.hash.as_str())
+            && check_next(&self.site, &self.key, Head::EMPTY, first).is_ok()
+    }
+
+    /// Handles one upload; returns the HTTP status and answer. The answer names the last record
+    /// of the batch it holds (or, holding none of it, its head) with that record's hash.
     pub fn receive(&mut self, batch: &UploadBatch) -> (StatusCode, UploadAnswer) {
+        if self.declares_new_chain(batch) {
+            match self.archive() {
+                Ok(chain) => tracing::info!(
+                    chain,
+                    "a new chain was declared; the previous one is archived"
+                ),
+                Err(e) => {
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        UploadAnswer {
+                            error: Some(format!("cannot archive the previous chain: {e}")),
+                            ..UploadAnswer::default()
+                        },
+                    )
+                }
+            }
+        }
+        let (status, mut answer) = self.receive_records(batch);
+        answer.request = Some(batch.request.clone());
+        // Name the batch's last record it holds, not records beyond what was sent.
+        if let Some(last) = batch.records.last().map(|r| r.seq) {
+            if answer.stored_through > last {
+                answer.stored_through = last;
+                answer.head_hash = self.hash_at(last);
+            }
+        }
+        (status, answer)
+    }
+
+    fn receive_records(&mut self, batch: &UploadBatch) -> (StatusCode, UploadAnswer) {
         let answer = |head: Head, error: Option<String>, seq: Option<u64>| UploadAnswer {
             stored_through: head.seq,
             head_hash: Some(hex::encode(head.hash)),
             error,
             seq,
+            request: Some(batch.request.clone()),
         };
         if batch.site != self.site {
             return (
@@ -201,7 +315,7 @@ impl Receiver {
                     result = (
                         StatusCode::UNPROCESSABLE_ENTITY,
                         Some(format!(
-                            "record {} differs from the one already stored",
+                            "record {} differs from the one already stored: this is a fork of the chain held here (a database deleted or replaced?); a new chain must be declared (sealwatch evidence new-chain), not started silently",
                             r.seq
                         )),
                         Some(r.seq),
@@ -366,7 +480,36 @@ async fn upload(
         )
             .into_response();
     }
-    let (status, answer) = lock(&shared).receive(&batch);
+    let (status, mut answer) = lock(&shared).receive(&batch);
+    match &faults.lie {
+        Some(Lie::Redirect(url)) => {
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", url.as_str())
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+        Some(Lie::Huge(mib)) => {
+            // A body far larger than any answer, streamed so this side stays small.
+            let chunk = Bytes::from(vec![b' '; 1 << 20]);
+            let stream = futures_util::stream::iter(
+                (0..*mib).map(move |_| Ok::<Bytes, std::io::Error>(chunk.clone())),
+            );
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+        Some(Lie::Through(n)) => answer.stored_through = *n,
+        Some(Lie::Hash) => answer.head_hash = Some("ab".repeat(32)),
+        Some(Lie::Refuse(n)) => {
+            answer.stored_through = *n;
+            answer.error = Some("refused (a lie told on command)".to_owned());
+            return json_response(StatusCode::UNPROCESSABLE_ENTITY, &answer);
+        }
+        None => {}
+    }
     if faults.cut > 0 {
         // Cut the answer off mid-body: a length promised and never delivered.
         let text = serde_json::to_vec(&answer).unwrap_or_default();
@@ -393,6 +536,7 @@ async fn status(State(shared): State<Shared>) -> Response {
             head_hash: Some(hex::encode(head.hash)),
             error: None,
             seq: None,
+            request: None,
         },
     )
 }
@@ -447,6 +591,11 @@ impl AuditServer {
     pub async fn command(&mut self, line: &str) -> Result<String, String> {
         let mut words = line.split_whitespace();
         let word = words.next().unwrap_or("");
+        if word == "redirect" {
+            let url = words.next().ok_or("redirect needs a URL")?;
+            lock(&self.shared).faults.lie = Some(Lie::Redirect(url.to_owned()));
+            return Ok(format!("answers 307 to {url}"));
+        }
         let n: Option<u64> = words
             .next()
             .map(|w| w.parse().map_err(|_| format!("'{w}' is not a number")))
@@ -482,11 +631,27 @@ impl AuditServer {
                 let head = lock(&self.shared).forget(n).map_err(|e| e.to_string())?;
                 Ok(format!("forgot records after {}", head.seq))
             }
+            ("lie-through", Some(n)) => {
+                lock(&self.shared).faults.lie = Some(Lie::Through(n));
+                Ok(format!("answers claim to hold up to record {n}"))
+            }
+            ("lie-hash", None) => {
+                lock(&self.shared).faults.lie = Some(Lie::Hash);
+                Ok("answers echo a wrong hash".to_owned())
+            }
+            ("lie-refuse", Some(n)) => {
+                lock(&self.shared).faults.lie = Some(Lie::Refuse(n));
+                Ok(format!("answers 422 claiming record {n}"))
+            }
+            ("huge", Some(mib)) => {
+                lock(&self.shared).faults.lie = Some(Lie::Huge(mib));
+                Ok(format!("answers with {mib} MiB bodies"))
+            }
             ("ok", None) => {
                 lock(&self.shared).faults = Faults::default();
                 Ok("no faults".to_owned())
             }
-            _ => Err(format!("cannot understand '{line}'; expected refuse, accept, fail N, cut N, slow MS, forget N or ok")),
+            _ => Err(format!("cannot understand '{line}'; expected refuse, accept, fail N, cut N, slow MS, forget N, lie-through N, lie-hash, lie-refuse N, huge MIB, redirect URL or ok")),
         }
     }
 }

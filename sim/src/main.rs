@@ -302,6 +302,8 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
         .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
     cfg.store.path = data_dir.join("sealwatch.db");
     cfg.evidence.key_file = data_dir.join("sealwatch.key");
+    cfg.evidence.anchor_file =
+        sealwatch_agent::evidence::anchor::default_path(&cfg.evidence.key_file);
     if !cfg.evidence.key_file.exists() {
         sealwatch_agent::evidence::sign::generate(&cfg.evidence.key_file)?;
         println!(
@@ -380,6 +382,26 @@ async fn demo(config_path: &Path, scenario: &Path, data_dir: &Path) -> anyhow::R
         cfg.store.path.display(),
         sealwatch_agent::evidence::sign::public_path(&cfg.evidence.key_file).display()
     );
+    // The audit bundle of everything recorded, for the auditor's view.
+    let bundle = data_dir.join("bundle");
+    let now = sealwatch_agent::clock::now_ms();
+    match sealwatch_agent::ledger::export_period(&cfg, (0, now), &bundle, now, &|_| {}) {
+        Ok(manifest) => {
+            println!(
+                "audit bundle:  {} (records {}–{}); open {} in a browser",
+                bundle.display(),
+                manifest.first_seq,
+                manifest.last_seq,
+                bundle.join("report.html").display()
+            );
+            println!(
+                "check it:      cargo run --release -p sealwatch-agent -- evidence verify --bundle {} --key-fingerprint {}",
+                bundle.display(),
+                manifest.key_fingerprint
+            );
+        }
+        Err(e) => println!("no audit bundle: {e}"),
+    }
     Ok(())
 }
 

@@ -8,23 +8,12 @@ use std::time::Duration;
 
 use sealwatch_agent::evidence::EvidenceRecord;
 
-use crate::harness::{binary, evidence_of, small_site, start_agent, wait_until, Audit, Proc, Sim};
-
-/// A plant, an audit system, and the site config pointing at both.
-fn site_with_audit(dir: &Path) -> (Sim, Audit, std::path::PathBuf) {
-    let placeholder = small_site(dir, &BTreeMap::new());
-    // Faster plant: more events to seal.
-    let sim = Sim::start(dir, &placeholder, &["--speed", "4"]);
-    let audit = Audit::start(dir);
-    let config = small_site(dir, &sim.buses);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&audit.uplink_toml());
-    std::fs::write(&config, text).unwrap();
-    (sim, audit, config)
-}
+use crate::harness::{
+    binary, evidence_of, site_with_audit, small_site, start_agent, wait_until, Proc,
+};
 
 /// Compares two chains and says where they part, without dumping them.
-fn same_chain(what: &str, ours: &[EvidenceRecord], theirs: &[EvidenceRecord]) {
+pub(crate) fn same_chain(what: &str, ours: &[EvidenceRecord], theirs: &[EvidenceRecord]) {
     let first_difference = ours.iter().zip(theirs).position(|(a, b)| a != b);
     assert!(
         ours.len() == theirs.len() && first_difference.is_none(),
@@ -183,19 +172,40 @@ fn verify_names_the_first_broken_record_and_bundles_check_out() {
     ] {
         assert!(bundle.join(file).exists(), "{file} in the bundle");
     }
-    let verify_bundle = |dir: &Path| {
-        Command::new(binary("sealwatch"))
+    let verify_with = |dir: &Path, how: &[&str]| {
+        let out = Command::new(binary("sealwatch"))
             .args(["evidence", "verify", "--bundle"])
             .arg(dir)
+            .args(how)
             .output()
-            .unwrap()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
-    let out = verify_bundle(&bundle);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let config_arg = config.display().to_string();
+    let verify_bundle = |dir: &Path| verify_with(dir, &["--config", &config_arg]);
+    let (code, said) = verify_bundle(&bundle);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("key fingerprint checked"), "{said}");
+    // Without a key from outside the bundle, it does not pass …
+    let (code, said) = verify_with(&bundle, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("--key-fingerprint"), "{said}");
+    // … unless told to trust the bundle's own key, which it says loudly.
+    let (code, said) = verify_with(&bundle, &["--trust-bundle-key"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("NOT that the site made it"), "{said}");
+    // The fingerprint keygen and export print checks it too; another one does not.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let fingerprint = manifest["key_fingerprint"].as_str().unwrap().to_owned();
+    let (code, said) = verify_with(&bundle, &["--key-fingerprint", &fingerprint[..32]]);
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = verify_with(&bundle, &["--key-fingerprint", &"0".repeat(64)]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("signed by someone else"), "{said}");
     let report_html = std::fs::read_to_string(bundle.join("report.html")).unwrap();
     assert!(report_html.contains("<svg") && report_html.contains("F1/B1"));
     // A changed byte in the bundle is caught by the manifest's hashes.
@@ -205,13 +215,9 @@ fn verify_names_the_first_broken_record_and_bundles_check_out() {
         records.replacen("seal_state", "seal_stat3", 1),
     )
     .unwrap();
-    let out = verify_bundle(&bundle);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("records.jsonl"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, said) = verify_bundle(&bundle);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("records.jsonl"), "{said}");
 
     // Tampering with the database: a changed byte, then a deleted record.
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -237,6 +243,17 @@ fn verify_names_the_first_broken_record_and_bundles_check_out() {
         report.contains("record 6 where record 5 was expected"),
         "{report}"
     );
+    // Minutes-old records deleted from the start are deleted, not "pruned after retention":
+    // no data_pruned record of the chain names them.
+    conn.execute("DELETE FROM evidence WHERE seq <= 5", [])
+        .unwrap();
+    let (ok, report) = verify_db(&config);
+    assert!(!ok);
+    assert!(
+        report.contains("records 1–5 are missing") && report.contains("deleted"),
+        "{report}"
+    );
+    assert!(!report.contains("were pruned"), "{report}");
 }
 
 #[test]

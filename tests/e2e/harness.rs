@@ -2,7 +2,9 @@
 //! deadlines, and reads what the agent stored.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -285,6 +287,29 @@ pub(crate) fn start_agent(config: &Path) -> Proc {
     Proc::spawn("sealwatch", cmd)
 }
 
+/// The agent under a stand-in service manager: `NOTIFY_SOCKET` bound in `dir`, a watchdog of
+/// 1 s, and `env` besides; returns the agent and the socket it notifies (reads time out after
+/// 100 ms).
+pub(crate) fn start_agent_notifying(
+    dir: &Path,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (Proc, std::os::unix::net::UnixDatagram) {
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut cmd = Command::new(binary("sealwatch"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .envs(env.iter().copied());
+    (Proc::spawn("sealwatch", cmd), socket)
+}
+
 /// Everything stored for one point (empty while the database does not exist yet).
 pub(crate) fn stored(db: &Path, point: &str) -> Vec<StoredReading> {
     if !db.exists() {
@@ -502,4 +527,114 @@ pub(crate) fn evidence_of(db: &Path) -> Vec<sealwatch_agent::evidence::EvidenceR
     Store::open_read_only(db)
         .and_then(|s| s.evidence_range(1, 1 << 40))
         .unwrap_or_default()
+}
+
+// ---- small HTTP client (the agent's API and chromedriver's WebDriver API) ----
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
+pub(crate) fn http(method: &str, url: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let rest = url.strip_prefix("http://").expect("http:// URL");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    // Read the header, then exactly the body (servers may keep the connection open).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let header_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break raw.len();
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..header_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &raw[header_end..];
+        let done = match length {
+            Some(n) => body.len() >= n,
+            None if chunked => body.windows(5).any(|w| w == b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = String::from_utf8_lossy(&raw[header_end..]).into_owned();
+    let body = if chunked { dechunk(&body) } else { body };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub(crate) fn get_json(url: &str) -> serde_json::Value {
+    let (code, body) = http("GET", url, None).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(code, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+}
+
+/// The status page address the agent logged.
+pub(crate) fn status_url(agent: &mut Proc) -> String {
+    wait_until(Duration::from_secs(30), "the agent's status page", || {
+        if let Some(status) = agent.try_exit() {
+            panic!("agent exited with {status}:\n{}", agent.stderr());
+        }
+        let err = agent.stderr();
+        let at = err.find("status page: http://")?;
+        let rest = &err[at + "status page: ".len()..];
+        let url = rest.split_whitespace().next()?;
+        Some(url.trim_end_matches('/').to_owned())
+    })
+}
+
+/// A plant (at 4× speed, for more events to seal), an audit system, and the site config pointing
+/// at both.
+pub(crate) fn site_with_audit(dir: &Path) -> (Sim, Audit, PathBuf) {
+    let placeholder = small_site(dir, &BTreeMap::new());
+    let sim = Sim::start(dir, &placeholder, &["--speed", "4"]);
+    let audit = Audit::start(dir);
+    let config = small_site(dir, &sim.buses);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&audit.uplink_toml());
+    std::fs::write(&config, text).unwrap();
+    (sim, audit, config)
 }

@@ -4,6 +4,7 @@
 mod evidence;
 mod harness;
 mod hj212;
+mod integrity;
 mod interop;
 mod operators;
 mod polling;

@@ -153,6 +153,8 @@ pub struct StoreSettings {
     pub raw_retention: Duration,
     /// Longest time between commits.
     pub commit_interval: Duration,
+    /// How often committed readings are compacted.
+    pub compact_interval: Duration,
 }
 
 /// Serial line settings of an RTU bus.
@@ -296,6 +298,8 @@ pub struct EvidenceSettings {
     pub key_file: PathBuf,
     /// How long acknowledged evidence is kept.
     pub retention: Duration,
+    /// The chain anchor file ([`crate::evidence::anchor`]).
+    pub anchor_file: PathBuf,
 }
 
 /// `[uplink.audit]`, validated.
@@ -543,11 +547,21 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
         10_000,
         "ms",
     );
+    let compact = ranged(
+        &mut issues,
+        &store_path.key("compact_interval_ms"),
+        raw.store.compact_interval_ms,
+        60_000,
+        1000,
+        600_000,
+        "ms",
+    );
     let store = StoreSettings {
         path: base_dir.join(db),
         disk_budget_bytes: budget as u64 * 1024 * 1024,
         raw_retention: Duration::from_secs(retention as u64 * 86_400),
         commit_interval: Duration::from_millis(commit as u64),
+        compact_interval: Duration::from_millis(compact as u64),
     };
 
     // [status]
@@ -637,8 +651,13 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
 
     // [evidence] and [uplink.audit]
     let ev_path = root.key("evidence");
+    let key_file = base_dir.join(raw.evidence.key_file.as_deref().unwrap_or("sealwatch.key"));
     let evidence = EvidenceSettings {
-        key_file: base_dir.join(raw.evidence.key_file.as_deref().unwrap_or("sealwatch.key")),
+        anchor_file: raw.evidence.anchor_file.as_deref().map_or_else(
+            || crate::evidence::anchor::default_path(&key_file),
+            |f| base_dir.join(f),
+        ),
+        key_file,
         retention: Duration::from_secs(
             ranged(
                 &mut issues,

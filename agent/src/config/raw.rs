@@ -70,6 +70,9 @@ pub struct RawStore {
     pub raw_retention_days: Option<i64>,
     /// Longest time between commits of polled readings, ms (100–10000). Default 1000.
     pub commit_interval_ms: Option<i64>,
+    /// How often committed readings are compacted (and the chain anchor written, retention
+    /// applied, stored rows checked), ms (1000–600000). Default 60000.
+    pub compact_interval_ms: Option<i64>,
 }
 
 /// `[status]`
@@ -108,6 +111,11 @@ pub struct RawEvidence {
     /// How long evidence is kept after the audit system acknowledged it, days (≥ 1095, three
     /// years, GB 37822 §10.4). Default 1095.
     pub retention_days: Option<i64>,
+    /// The chain anchor: a small file the agent keeps up to date with the newest sealed record,
+    /// so that a deleted or replaced database is noticed instead of silently starting a second
+    /// chain at record 1 (relative to this file). Keep it outside the database's folder if you
+    /// can. Default: the key file's name with `.chain` added.
+    pub anchor_file: Option<String>,
 }
 
 /// `[uplink]`

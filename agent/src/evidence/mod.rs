@@ -27,6 +27,7 @@
 //!
 //! The functions here are pure: they take the previous head and the time as values.
 
+pub mod anchor;
 pub mod bundle;
 pub mod sign;
 pub mod verify;

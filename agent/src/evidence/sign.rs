@@ -119,6 +119,51 @@ pub fn public_hex(key: &VerifyingKey) -> String {
     hex::encode(key.to_bytes())
 }
 
+/// The fingerprint of a public key: SHA-256 of its 32 bytes, as 64 hex digits. Printed at
+/// `keygen` and `export` and on every audit report, so a key can be checked against one that
+/// came from outside the bundle.
+pub fn fingerprint(key: &VerifyingKey) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(key.to_bytes()))
+}
+
+/// A fingerprint in groups of four hex digits, for reading aloud and printing.
+pub fn fingerprint_text(key: &VerifyingKey) -> String {
+    let fp = fingerprint(key);
+    fp.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The shortest fingerprint accepted from a person: 32 hex digits (128 bits).
+pub const MIN_FINGERPRINT_DIGITS: usize = 32;
+
+/// Whether `given` (hex, any case, spaces and colons ignored, at least
+/// [`MIN_FINGERPRINT_DIGITS`] digits) is `key`'s fingerprint or its beginning.
+pub fn fingerprint_matches(given: &str, key: &VerifyingKey) -> Result<bool, String> {
+    let digits: String = given
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':' | '-'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "'{}' is not a hex fingerprint",
+            given.escape_debug()
+        ));
+    }
+    if digits.len() < MIN_FINGERPRINT_DIGITS || digits.len() > 64 {
+        return Err(format!(
+            "a fingerprint has {MIN_FINGERPRINT_DIGITS} to 64 hex digits; '{}' has {}",
+            given.escape_debug(),
+            digits.len()
+        ));
+    }
+    Ok(fingerprint(key).starts_with(&digits))
+}
+
 /// Parses a public key from hex text (as in a `.pub` file).
 pub fn parse_public(text: &str) -> Result<VerifyingKey, String> {
     let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
@@ -128,12 +173,17 @@ pub fn parse_public(text: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())
 }
 
-/// Loads a public key file.
+/// Loads a public key file (at most 4 KiB are read: a key is 65 bytes of text).
 pub fn load_public(path: &Path) -> Result<VerifyingKey, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+    use std::io::Read as _;
+    let io = |source| KeyError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(io)?;
     parse_public(&text).map_err(|why| KeyError::Malformed {
         path: path.to_owned(),
         why,

@@ -82,6 +82,22 @@ pub fn local_text(tz: Tz, t: i64) -> String {
     }
 }
 
+/// Local `YYYY-MM-DDTHH:MM:SS±hh:mm` (RFC 3339, to the second) of a timestamp.
+pub fn local_seconds(tz: Tz, t: i64) -> String {
+    match tz.timestamp_millis_opt(t).single() {
+        Some(l) => l.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339 in UTC, to the second) of a timestamp.
+pub fn utc_text(t: i64) -> String {
+    match chrono::Utc.timestamp_millis_opt(t).single() {
+        Some(u) => u.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => t.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +112,9 @@ mod tests {
         assert_eq!(hour_start(tz, T0 + 3_600_000), T0 + 3_600_000);
         assert_eq!(next_hour(tz, T0), T0 + 3_600_000);
         assert_eq!(local_text(tz, T0), "2026-01-01T08:00+08:00");
+        assert_eq!(local_seconds(tz, T0 + 7_900), "2026-01-01T08:00:07+08:00");
+        assert_eq!(utc_text(T0 + 61_000), "2026-01-01T00:01:01Z");
+        assert_eq!(utc_text(i64::MAX), i64::MAX.to_string());
     }
 
     #[test]

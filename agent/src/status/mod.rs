@@ -37,7 +37,8 @@ use crate::config::SiteConfig;
 use crate::poll::reading::{Flag, Outcome, Reading};
 use crate::poll::PointTable;
 use crate::rules::{Output, SealState};
-use crate::state::{DeviceHealth, PlantSnapshot, PlantState};
+use crate::state::{AuditHealth, DeviceHealth, PlantSnapshot, PlantState};
+use crate::store::StoreHealth;
 
 /// Why the status page could not start.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +220,66 @@ pub struct StatusView {
     pub readings_per_s: f64,
     /// Evidence records waiting for the audit system; `null` while no uploader runs.
     pub evidence_backlog: Option<u64>,
+    /// The audit uplink's answers.
+    #[serde(default)]
+    pub audit: AuditHealth,
+    /// The store.
+    #[serde(default)]
+    pub store: StoreHealth,
+    /// What an operator must look at now, most serious first.
+    #[serde(default)]
+    pub alarms: Vec<Alarm>,
+}
+
+/// Something an operator must look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// `store_replaced`, `store_failing`, `store_corruption`, `audit_answers`.
+    pub kind: String,
+    /// What, in words.
+    pub message: String,
+    /// Since when, ms, if known.
+    pub since_ms: Option<i64>,
+}
+
+/// The alarms a snapshot raises.
+pub fn alarms(snap: &PlantSnapshot) -> Vec<Alarm> {
+    let mut out = Vec::new();
+    let store = &snap.store;
+    if let Some(why) = &store.replaced {
+        out.push(Alarm {
+            kind: "store_replaced".into(),
+            message: format!("the database file was deleted or replaced while the agent ran ({why}); nothing more is written — restart the agent and restore the database"),
+            since_ms: store.failing_since_ms,
+        });
+    } else if let Some(since) = store.failing_since_ms {
+        out.push(Alarm {
+            kind: "store_failing".into(),
+            message: format!(
+                "commits fail: {}",
+                store.last_error.as_deref().unwrap_or("unknown error")
+            ),
+            since_ms: Some(since),
+        });
+    }
+    if store.corrupt_rows > 0 || store.sqlite_corrupt > 0 {
+        out.push(Alarm {
+            kind: "store_corruption".into(),
+            message: format!(
+                "{} stored rows did not decode (set aside, each on the record); SQLite reported the file damaged {} times",
+                store.corrupt_rows, store.sqlite_corrupt
+            ),
+            since_ms: None,
+        });
+    }
+    if let Some(problem) = &snap.audit.problem {
+        out.push(Alarm {
+            kind: "audit_answers".into(),
+            message: format!("audit system: {problem}"),
+            since_ms: snap.audit.problem_since_ms,
+        });
+    }
+    out
 }
 
 fn point_view(reading: Option<Reading>) -> Option<PointView> {
@@ -424,6 +485,7 @@ pub fn view_of_snapshot(
         .iter()
         .filter(|d| d.degraded || !d.connected)
         .count() as u32;
+    let alarms = alarms(&snap);
     StatusView {
         source: source.to_owned(),
         site: config.site.id.clone(),
@@ -440,6 +502,9 @@ pub fn view_of_snapshot(
         readings_total: snap.readings_total,
         readings_per_s: snap.readings_per_s,
         evidence_backlog: snap.evidence_backlog,
+        audit: snap.audit,
+        store: snap.store,
+        alarms,
     }
 }
 

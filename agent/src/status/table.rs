@@ -160,6 +160,9 @@ pub fn render(view: &StatusView, color: bool) -> String {
         .map_or_else(|| "—".to_owned(), |n| n.to_string());
     let _ = writeln!(out);
     let _ = writeln!(out, "evidence backlog: {backlog}");
+    for alarm in &view.alarms {
+        let _ = writeln!(out, "ALARM {}: {}", alarm.kind, alarm.message);
+    }
     out
 }
 

@@ -16,6 +16,13 @@ pub(crate) struct Sealer {
     pub(crate) head: Head,
 }
 
+impl Sealer {
+    /// The site it seals for.
+    pub(crate) fn site(&self) -> &str {
+        &self.site
+    }
+}
+
 fn hash_bytes(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
 }
@@ -56,9 +63,57 @@ pub(crate) fn insert_sealed(
     Ok(head)
 }
 
+/// Deletes the oldest evidence records that are past `retention` at `now_ms` and acknowledged
+/// by the audit system — only ever a prefix of the chain, and never its head. Returns how many
+/// went and the last one deleted with its hash (for the `data_pruned` record, which is what
+/// `evidence verify` accepts as the explanation of the gap). Without an audit uplink nothing is
+/// acknowledged, so nothing is deleted. (The HJ 212 cursors count rule outputs, not evidence.)
+pub(crate) fn prune_acknowledged(
+    tx: &Transaction<'_>,
+    path: &Path,
+    now_ms: i64,
+    retention: std::time::Duration,
+) -> Result<(usize, Option<(u64, String)>), StoreError> {
+    let sql = sql_err(path, "pruning acknowledged evidence past its retention");
+    let cutoff = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    // The last record that may go: before the first one still within its retention, no later
+    // than the acknowledged position, and before the head.
+    let through: Option<i64> = tx
+        .query_row(
+            "SELECT min(
+                 coalesce((SELECT min(seq) FROM evidence WHERE at_ms >= ?1), (SELECT max(seq) FROM evidence) + 1) - 1,
+                 (SELECT coalesce(max(acked_seq), 0) FROM uplink_cursors WHERE uplink = 'audit'),
+                 (SELECT max(seq) FROM evidence) - 1)",
+            params![cutoff],
+            |r| r.get(0),
+        )
+        .map_err(&sql)?;
+    let Some(through) = through.filter(|t| *t >= 1) else {
+        return Ok((0, None));
+    };
+    let hash: Option<String> = tx
+        .query_row(
+            "SELECT hash FROM evidence WHERE seq = ?1",
+            params![through],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(&sql)?;
+    let Some(hash) = hash else {
+        // Already gone (pruned before): nothing new to delete.
+        return Ok((0, None));
+    };
+    let deleted = tx
+        .execute("DELETE FROM evidence WHERE seq <= ?1", params![through])
+        .map_err(&sql)?;
+    Ok((deleted, Some((through as u64, hash))))
+}
+
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<EvidenceRecord> {
     Ok(EvidenceRecord {
-        seq: row.get::<_, i64>(0)? as u64,
+        // A sequence number below 1 is not one the chain can hold; read it as 0, which every
+        // check names as out of order.
+        seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
         site: row.get(1)?,
         at_ms: row.get(2)?,
         kind: row.get(3)?,
@@ -155,6 +210,41 @@ impl Store {
             .map_err(self.sql("reading evidence"))
     }
 
+    /// The first and last sequence numbers of the records with `at_ms` in `[from_ms, to_ms]`
+    /// (the run of the chain between the first record at or after `from_ms` and the last at or
+    /// before `to_ms`), if there are any.
+    pub fn evidence_seq_bounds(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT min(seq) FROM evidence WHERE at_ms >= ?1), (SELECT max(seq) FROM evidence WHERE at_ms <= ?2)",
+                params![from_ms, to_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.sql("reading evidence"))?;
+        Ok(match (first, last) {
+            (Some(f), Some(l)) if f >= 1 && l >= f => Some((f as u64, l as u64)),
+            _ => None,
+        })
+    }
+
+    /// The `data_pruned` record that says evidence was deleted up to record `through` (the
+    /// explanation a gap at the start of the chain needs).
+    pub fn pruning_record_for(&self, through: u64) -> Result<Option<EvidenceRecord>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM evidence WHERE kind = 'data_pruned' AND json_valid(body) AND json_extract(body, '$.evidence_pruned_through_seq') = ?1 ORDER BY seq LIMIT 1"),
+                params![through as i64],
+                record,
+            )
+            .optional()
+            .map_err(self.sql("reading evidence"))
+    }
+
     /// The newest record of a kind.
     pub fn last_evidence_of(&self, kind: &str) -> Result<Option<EvidenceRecord>, StoreError> {
         self.conn
@@ -190,6 +280,7 @@ impl Store {
         acked_seq: u64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        super::integrity::check_identity(&self.path, self.identity)?;
         self.conn
             .execute(
                 "INSERT INTO uplink_cursors(uplink, acked_seq, updated_ms) VALUES (?1, ?2, ?3) ON CONFLICT(uplink) DO UPDATE SET acked_seq = excluded.acked_seq, updated_ms = excluded.updated_ms",

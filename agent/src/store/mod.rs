@@ -13,8 +13,16 @@
 //!   sooner when frames hold [`COMPACT_READINGS`]) the writer splits the frames by point and
 //!   writes them as blocks (`reading_blocks`), one per group of [`frame::GROUP_SIZE`] points, in
 //!   one transaction, so a crash during compaction leaves either the frames or the blocks, never
-//!   both or neither. Each row carries the count and time range of its readings; a body that
-//!   fails to decode is reported as corrupt, never silently skipped.
+//!   both or neither. Each row carries the count and time range of its readings.
+//! - **Rows read back are outside input.** Every length and count read from the file is bounded
+//!   before use; a row that does not decode (or holds another count than it says) is moved whole
+//!   into `quarantine` (bytes and error kept), reported once as a `store_corruption` evidence
+//!   record and an ERROR, and its readers are told — never a crash, never silently skipped. Each
+//!   compaction also scrubs a slice of the blocks ([`integrity`]).
+//! - **The file stays the file.** Before every commit the writer checks that the path is still
+//!   the file it opened, and at each compaction that the file's chain head is what it sealed; a
+//!   file deleted or replaced under it gets no more commits ([`StoreError::Replaced`]), which the
+//!   status page, `/metrics` and the watchdog show.
 //! - **Size bound.** Raw readings are kept for `raw_retention` (default 90 days). When the file
 //!   would exceed `disk_budget_bytes`, the oldest raw blocks are deleted first (and logged); the
 //!   space is reused by later writes. Evidence (a later schema version) is never pruned for space.
@@ -31,15 +39,21 @@
 //!   readings and outputs they come from, with `synchronous=FULL`: a record exists durably before
 //!   anyone is told about it, and a crash can lose only records never sealed. The chain head
 //!   advances only after the commit. Records are never pruned for space; after an uplink has
-//!   acknowledged them they are still kept for the evidence retention (3 years by default).
+//!   acknowledged them they are still kept for the evidence retention (3 years by default), and
+//!   then only a prefix of the chain goes, named with its last hash in a `data_pruned` record.
 //! - **Schema.** Versioned migrations (`PRAGMA user_version`); the file is marked with
 //!   `application_id` "SEAL" so another program's database is refused by name, not damaged.
 
 pub mod chunk;
 mod evidence;
 pub mod frame;
+pub mod health;
+mod integrity;
 mod schema;
 mod upgrade;
+
+pub use health::{HealthHandle, StoreHealth};
+pub use integrity::Corruption;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -63,8 +77,8 @@ const COMMIT_BATCH: usize = 1_000_000;
 /// Longest a rule output (a verdict) waits before its commit; outputs within it share one.
 const VERDICT_DELAY: Duration = Duration::from_millis(20);
 
-/// How often committed frames are compacted into blocks.
-const COMPACT_EVERY: Duration = Duration::from_secs(60);
+/// How often committed frames are compacted into blocks, unless configured otherwise.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// Committed readings that trigger a compaction before the minute is up: bounds the memory a
 /// compaction needs (about 50 MB) when polling is very fast.
@@ -134,12 +148,35 @@ pub enum StoreError {
         /// Cause.
         source: chunk::ChunkError,
     },
+    /// Readings of the range were in a row that did not decode; it was set aside.
+    #[error("database {path}: readings of point {point} near {first_ms} were in a {table} row that did not decode ({error}); it was set aside into the quarantine table and sealed as a store_corruption record")]
+    Quarantined {
+        /// File.
+        path: PathBuf,
+        /// Point key.
+        point: String,
+        /// Table the row was in.
+        table: String,
+        /// Row start.
+        first_ms: i64,
+        /// What was wrong.
+        error: String,
+    },
     /// The evidence chain cannot be continued.
     #[error("database {path}: {why}")]
     Evidence {
         /// File.
         path: PathBuf,
         /// What is wrong.
+        why: String,
+    },
+    /// The database file was deleted or replaced while the agent had it open: nothing more is
+    /// written to it (a commit would vanish with the unlinked file, or fork the chain).
+    #[error("database {path} is no longer the file the agent opened: {why}. Nothing more is written; restart the agent (it refuses to start a second chain silently)")]
+    Replaced {
+        /// File.
+        path: PathBuf,
+        /// What was found.
         why: String,
     },
     /// The writer task is gone (the agent is stopping).
@@ -154,6 +191,20 @@ impl StoreError {
     /// Whether retrying later may succeed (disk full, busy, I/O), as opposed to a broken setup.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Sql { .. })
+    }
+
+    /// Whether SQLite reported the file as damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`).
+    pub fn is_corruption(&self) -> bool {
+        let code = match self {
+            StoreError::Sql { source, .. } | StoreError::Open { source, .. } => {
+                source.sqlite_error_code()
+            }
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
     }
 }
 
@@ -219,54 +270,67 @@ fn insert_blocks(
 }
 
 /// Splits every committed frame by point and writes the readings as blocks. A frame that does
-/// not decode stays where it is (readers of its time range report it as corrupt; the retention
-/// window removes it in the end) and is logged at every compaction; its readings are never
-/// silently dropped.
+/// not decode (or holds another number of readings than its row says) is set aside into
+/// `quarantine`, bytes and error kept, and returned in `stats.corruptions`; its readings are
+/// never silently dropped, and readers of its time range are told.
 fn merge_frames(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
     readings: &mut Vec<(i64, Sample)>,
     stats: &mut CompactStats,
+    now_ms: i64,
 ) -> Result<(), StoreError> {
     let sql = |context| sql_err(path, context);
-    let total: i64 = tx
+    // Reserve from what the rows really hold, never from a count read back: every reading
+    // takes at least one byte of its body.
+    let expected: i64 = tx
         .query_row(
-            "SELECT coalesce(sum(count), 0) FROM reading_frames",
+            "SELECT coalesce(sum(min(max(count, 0), length(body))), 0) FROM reading_frames",
             [],
             |r| r.get(0),
         )
         .map_err(sql("compacting readings"))?;
     readings.clear();
-    readings.reserve(usize::try_from(total).unwrap_or(0));
+    readings.reserve(usize::try_from(expected).unwrap_or(0));
     let mut merged: Vec<i64> = Vec::new();
-    let mut scratch: Vec<Sample> = Vec::new();
+    let mut corrupt: Vec<Corruption> = Vec::new();
+    let (mut rows, mut scratch) = (Vec::new(), Vec::new());
     {
         let mut select = tx
-            .prepare("SELECT id, first_ms, body FROM reading_frames ORDER BY id")
+            .prepare("SELECT id, first_ms, last_ms, count, body FROM reading_frames ORDER BY id")
             .map_err(sql("compacting readings"))?;
         let mut frames = select.query([]).map_err(sql("compacting readings"))?;
         while let Some(row) = frames.next().map_err(sql("compacting readings"))? {
-            let columns = (|| -> rusqlite::Result<(i64, i64, &[u8])> {
-                Ok((row.get(0)?, row.get(1)?, row.get_ref(2)?.as_blob()?))
+            let columns = (|| -> rusqlite::Result<(i64, i64, i64, i64)> {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })();
-            let (id, first_ms, body) = columns.map_err(sql("compacting readings"))?;
-            let kept = readings.len();
-            let decoded = frame::entries(first_ms, body).try_for_each(|entry| {
-                let entry = entry?;
-                scratch.clear();
-                chunk::decode_into(entry.first_ms, entry.count, entry.body, &mut scratch)?;
-                readings.extend(scratch.iter().map(|s| (entry.point_id, *s)));
-                Ok::<(), chunk::ChunkError>(())
-            });
+            let (id, first_ms, last_ms, count) = columns.map_err(sql("compacting readings"))?;
+            let body = row.get_ref(4).map_err(sql("compacting readings"))?;
+            let decoded = match body.as_blob() {
+                Ok(bytes) => integrity::decode_row(first_ms, count, bytes, &mut rows, &mut scratch),
+                Err(_) => Err("the body is not a blob".to_owned()),
+            };
             match decoded {
-                Ok(()) => merged.push(id),
-                Err(e) => {
-                    readings.truncate(kept);
-                    tracing::error!(path = %path.display(), frame = id, first_ms, error = %e, "a committed reading frame does not decode; it is kept as it is and readers of its time range report it");
+                Ok(()) => {
+                    readings.extend_from_slice(&rows);
+                    merged.push(id);
                 }
+                Err(error) => corrupt.push(Corruption {
+                    table: "reading_frames",
+                    row: id,
+                    group: None,
+                    first_ms,
+                    last_ms,
+                    count,
+                    error,
+                }),
             }
         }
     }
+    for c in &corrupt {
+        integrity::quarantine(tx, path, c, now_ms)?;
+    }
+    stats.corruptions.extend(corrupt);
     stats.readings += readings.len();
     stats.blocks += insert_blocks(tx, path, readings)?;
     let mut delete = tx
@@ -282,7 +346,7 @@ fn merge_frames(
 pub type StoredReading = Sample;
 
 /// What a compaction did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CompactStats {
     /// Readings moved from frames into blocks.
     pub readings: usize,
@@ -292,6 +356,11 @@ pub struct CompactStats {
     pub pruned_blocks: usize,
     /// Evidence records deleted after their retention (acknowledged ones only).
     pub pruned_evidence: usize,
+    /// The last evidence record deleted, with its hash (records 1 to it, or to the previous
+    /// pruning, are gone; the next record's `prev_hash` is this hash).
+    pub pruned_evidence_through: Option<(u64, String)>,
+    /// Rows that did not decode, set aside into `quarantine`.
+    pub corruptions: Vec<Corruption>,
 }
 
 /// Limits applied by [`Store::compact`].
@@ -303,6 +372,8 @@ pub struct Limits {
     pub disk_budget_bytes: u64,
     /// Evidence older than this is deleted, but only once every uplink has acknowledged it.
     pub evidence_retention: Duration,
+    /// How often the writer compacts (and applies these limits).
+    pub compact_every: Duration,
 }
 
 /// An open database.
@@ -315,6 +386,14 @@ pub struct Store {
     buffer: Vec<(i64, Sample)>,
     /// The file's schema version: [`schema::SCHEMA_VERSION`], unless opened read-only unconverted.
     version: i64,
+    /// Device and inode of the file opened for writing (checked before every commit).
+    identity: Option<integrity::FileIdentity>,
+    /// The chain anchor file to keep up to date, and the head last written to it.
+    anchor: Option<(PathBuf, Option<u64>)>,
+    /// Where the block scrub goes on (a row id of `reading_blocks`).
+    scrub_after: i64,
+    /// What the writer reports about itself.
+    health: HealthHandle,
 }
 
 impl std::fmt::Debug for Store {
@@ -342,8 +421,13 @@ impl Store {
             sealer: None,
             buffer: Vec::new(),
             version: schema::SCHEMA_VERSION,
+            identity: None,
+            anchor: None,
+            scrub_after: 0,
+            health: HealthHandle::default(),
         };
         schema::migrate(&mut store.conn, path)?;
+        store.identity = integrity::identity(path).ok();
         Ok(store)
     }
 
@@ -369,6 +453,10 @@ impl Store {
             sealer: None,
             buffer: Vec::new(),
             version,
+            identity: None,
+            anchor: None,
+            scrub_after: 0,
+            health: HealthHandle::default(),
         })
     }
 
@@ -387,6 +475,50 @@ impl Store {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the writer reports its health (commit failures, corruption, a replaced file).
+    pub fn report_health_to(&mut self, health: HealthHandle) {
+        self.health = health;
+    }
+
+    /// The store's health as reported so far.
+    pub fn health(&self) -> &HealthHandle {
+        &self.health
+    }
+
+    /// Keeps the chain anchor at `path` up to date with the sealed head: after the first commit
+    /// that seals evidence, at every compaction, and at close ([`crate::evidence::anchor`]).
+    pub fn keep_anchor(&mut self, path: PathBuf) {
+        self.anchor = Some((path, None));
+    }
+
+    /// Writes the chain anchor if one is kept and the head moved (`force`: at a compaction) or
+    /// it was never written. A failure is logged, not fatal: the anchor is a second witness.
+    fn refresh_anchor(&mut self, force: bool) {
+        let (Some((path, written)), Some(sealer)) = (self.anchor.as_mut(), self.sealer.as_ref())
+        else {
+            return;
+        };
+        let head = sealer.head;
+        if head.seq == 0 || *written == Some(head.seq) || (written.is_some() && !force) {
+            return;
+        }
+        let anchor = crate::evidence::anchor::Anchor::new(
+            sealer.site(),
+            head,
+            &self.path,
+            crate::clock::now_ms(),
+        );
+        match crate::evidence::anchor::write(path, &anchor) {
+            Ok(()) => *written = Some(head.seq),
+            Err(e) => {
+                if written.is_none() {
+                    tracing::warn!(error = %e, "cannot write the chain anchor; a deleted database would then be noticed only by the audit system");
+                }
+                *written = Some(0);
+            }
+        }
     }
 
     fn sql(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -475,6 +607,7 @@ impl Store {
         outputs: &[Output],
         drafts: &[crate::evidence::Draft],
     ) -> Result<(), StoreError> {
+        integrity::check_identity(&self.path, self.identity)?;
         let Store {
             conn, path, sealer, ..
         } = self;
@@ -508,6 +641,7 @@ impl Store {
         if let (Some(sealer), Some(head)) = (sealer, new_head) {
             sealer.head = head;
         }
+        self.refresh_anchor(false);
         Ok(())
     }
 
@@ -525,37 +659,33 @@ impl Store {
         limits: Limits,
         rows: &mut Vec<(i64, Sample)>,
     ) -> Result<CompactStats, StoreError> {
+        integrity::check_identity(&self.path, self.identity)?;
+        let head = self.sealer.as_ref().map(|s| s.head);
         let Store { conn, path, .. } = self;
         let sql = |context| sql_err(path, context);
+        integrity::check_content(conn, path, head)?;
         let mut stats = CompactStats::default();
         let tx = conn.transaction().map_err(sql("compacting readings"))?;
-        merge_frames(&tx, path, rows, &mut stats)?;
-        let cutoff = now_ms - limits.raw_retention.as_millis() as i64;
-        stats.pruned_blocks += tx
-            .execute(
-                "DELETE FROM reading_blocks WHERE last_ms < ?1",
-                params![cutoff],
-            )
-            .map_err(sql("pruning old readings"))?;
-        // Only a frame that did not decode is left after merging; it too ends with the window.
-        stats.pruned_blocks += tx
-            .execute(
-                "DELETE FROM reading_frames WHERE last_ms < ?1",
-                params![cutoff],
-            )
-            .map_err(sql("pruning old readings"))?;
-        // Evidence past its retention, acknowledged by the audit system, and never the chain
-        // head. Without an audit uplink nothing is acknowledged, so nothing is deleted. (The
-        // HJ 212 cursors count rule outputs, not evidence.)
-        let evidence_cutoff = now_ms - limits.evidence_retention.as_millis() as i64;
-        stats.pruned_evidence += tx
-            .execute(
-                "DELETE FROM evidence WHERE at_ms < ?1 AND seq <= (SELECT coalesce(max(acked_seq), 0) FROM uplink_cursors WHERE uplink = 'audit') AND seq < (SELECT max(seq) FROM evidence)",
-                params![evidence_cutoff],
-            )
-            .map_err(sql("pruning acknowledged evidence past its retention"))?;
+        merge_frames(&tx, path, rows, &mut stats, now_ms)?;
+        let cutoff = now_ms.saturating_sub(limits.raw_retention.as_millis() as i64);
+        // Only a frame that did not decode is left after merging (set aside); raw readings and
+        // what was set aside end with the window.
+        for table in ["reading_blocks", "reading_frames", "quarantine"] {
+            stats.pruned_blocks += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE last_ms < ?1"),
+                    params![cutoff],
+                )
+                .map_err(sql("pruning old readings"))?;
+        }
+        let (found, next) = integrity::scrub_blocks(&tx, path, self.scrub_after, now_ms)?;
+        stats.corruptions.extend(found);
+        self.scrub_after = next;
+        (stats.pruned_evidence, stats.pruned_evidence_through) =
+            evidence::prune_acknowledged(&tx, path, now_ms, limits.evidence_retention)?;
         tx.commit().map_err(sql("compacting readings"))?;
         stats.pruned_blocks += self.enforce_budget(limits.disk_budget_bytes)?;
+        self.refresh_anchor(true);
         Ok(stats)
     }
 
@@ -629,6 +759,20 @@ impl Store {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(self.sql("reading readings"))?;
+        if self.version >= schema::QUARANTINE_SINCE {
+            let group = frame::group_of(id);
+            if let Some((table, first_ms, error)) =
+                integrity::quarantined_overlap(&self.conn, &self.path, group, from_ms, to_ms)?
+            {
+                return Err(StoreError::Quarantined {
+                    path: self.path.clone(),
+                    point: point_key.to_owned(),
+                    table,
+                    first_ms,
+                    error,
+                });
+            }
+        }
         for row in rows {
             let (first_ms, body) = row.map_err(self.sql("reading readings"))?;
             frame::point_samples(first_ms, &body, id, (from_ms, to_ms), &mut out).map_err(
@@ -710,7 +854,7 @@ impl Store {
     pub fn reading_count(&self) -> Result<u64, StoreError> {
         self.check_readings_layout()?;
         self.conn
-            .query_row("SELECT (SELECT coalesce(sum(count), 0) FROM reading_blocks) + (SELECT coalesce(sum(count), 0) FROM reading_frames)", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT (SELECT coalesce(sum(min(max(count, 0), length(body))), 0) FROM reading_blocks) + (SELECT coalesce(sum(min(max(count, 0), length(body))), 0) FROM reading_frames)", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(self.sql("counting readings"))
     }
@@ -947,6 +1091,7 @@ async fn writer_loop(
 ) -> Store {
     type Job = tokio::task::JoinHandle<(Store, Pending, Committed)>;
     let path = store.path().to_owned();
+    let mut report = Report::new(store.health().clone());
     let mut idle: Option<Store> = Some(store);
     let mut running: Option<Job> = None;
     let mut pending = Pending::default();
@@ -971,9 +1116,10 @@ async fn writer_loop(
             if let Some(mut store) = idle.take() {
                 if dropped > 0 {
                     tracing::error!(path = %path.display(), dropped, "readings dropped: commits kept failing and the buffer is full");
+                    report.health.update(|h| h.readings_dropped += dropped);
                     dropped = 0;
                 }
-                let compact = closed || compaction.due();
+                let compact = closed || compaction.due(limits.compact_every);
                 let batch = std::mem::take(&mut pending);
                 let ids = point_ids.clone();
                 deadline = None;
@@ -1050,7 +1196,7 @@ async fn writer_loop(
                 };
                 idle = Some(store);
                 let compacted = committed.compaction.is_some();
-                let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits);
+                let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits, &mut report);
                 retry_at = failed.then(|| tokio::time::Instant::now() + commit_interval);
                 if failed || !pending.is_empty() {
                     sooner(&mut deadline, tokio::time::Instant::now() + commit_interval);
@@ -1087,13 +1233,112 @@ impl Compaction {
         }
     }
 
-    fn due(&self) -> bool {
-        self.last.elapsed() >= COMPACT_EVERY || self.uncompacted >= COMPACT_READINGS
+    fn due(&self, every: Duration) -> bool {
+        self.last.elapsed() >= every || self.uncompacted >= COMPACT_READINGS
     }
 }
 
+/// What the writer tells about its commits: the shared [`HealthHandle`], and logs that say a
+/// failure once (and again when it changes or a minute passed), not at every retry.
+struct Report {
+    health: HealthHandle,
+    logged: Option<(String, Instant)>,
+    unlogged: u64,
+}
+
+impl Report {
+    fn new(health: HealthHandle) -> Report {
+        Report {
+            health,
+            logged: None,
+            unlogged: 0,
+        }
+    }
+
+    /// A commit (or compaction) failed.
+    /// A commit failed (`commit`), or a compaction did (which leaves commits alone).
+    fn failed(&mut self, path: &Path, err: &StoreError, what: &str, buffered: usize, commit: bool) {
+        let text = err.to_string();
+        self.health.update(|h| {
+            h.sqlite_corrupt += u64::from(err.is_corruption());
+            if commit {
+                h.commits_failed += 1;
+                h.failing_since_ms.get_or_insert_with(crate::clock::now_ms);
+            }
+            h.last_error = Some(text.clone());
+            if let StoreError::Replaced { why, .. } = err {
+                h.replaced.get_or_insert_with(|| why.clone());
+            }
+        });
+        let quiet = self
+            .logged
+            .as_ref()
+            .is_some_and(|(last, at)| *last == text && at.elapsed() < Duration::from_secs(60));
+        if quiet {
+            self.unlogged += 1;
+            return;
+        }
+        if err.is_corruption() {
+            tracing::error!(path = %path.display(), error = %err, "SQLite reports the database file as damaged; {what}");
+        } else {
+            tracing::error!(path = %path.display(), error = %err, buffered, failures_since_last_line = self.unlogged, "{what}");
+        }
+        self.logged = Some((text, Instant::now()));
+        self.unlogged = 0;
+    }
+
+    /// A commit succeeded.
+    fn committed(&mut self, path: &Path) {
+        let was = self.health.update(|h| {
+            let was = h.failing_since_ms.take();
+            if h.replaced.is_none() {
+                h.last_error = None;
+            }
+            was
+        });
+        if let Some(since) = was {
+            tracing::info!(path = %path.display(), failing_since_ms = since, "commits succeed again");
+        }
+        self.logged = None;
+        self.unlogged = 0;
+    }
+}
+
+/// The `data_pruned` record of a compaction that pruned anything: what went, up to which
+/// evidence record (with its hash, the explanation `evidence verify` accepts for the gap), and
+/// the limits that made it go.
+pub fn pruning_draft(
+    stats: &CompactStats,
+    limits: Limits,
+    now_ms: i64,
+) -> Option<crate::evidence::Draft> {
+    if stats.pruned_blocks == 0 && stats.pruned_evidence == 0 {
+        return None;
+    }
+    let (through_seq, through_hash) = stats
+        .pruned_evidence_through
+        .clone()
+        .map_or((None, None), |(seq, hash)| (Some(seq), Some(hash)));
+    let body = serde_json::json!({
+        "raw_reading_blocks": stats.pruned_blocks,
+        "evidence_records": stats.pruned_evidence,
+        "evidence_pruned_through_seq": through_seq,
+        "evidence_pruned_through_hash": through_hash,
+        "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
+        "disk_budget_bytes": limits.disk_budget_bytes,
+        "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
+    });
+    Some(crate::evidence::Draft::new(
+        now_ms,
+        "data_pruned",
+        "",
+        &body,
+    ))
+}
+
 /// Settles a finished commit: answers its flushes, puts a failed batch back into `pending`, and
-/// queues the record of anything compaction pruned. Returns whether the batch failed.
+/// queues the records of anything compaction pruned or set aside. Returns whether the batch
+/// failed.
 fn finish_commit(
     path: &Path,
     pending: &mut Pending,
@@ -1101,16 +1346,23 @@ fn finish_commit(
     committed: Committed,
     compaction: &mut Compaction,
     limits: Limits,
+    report: &mut Report,
 ) -> bool {
     let flushes = std::mem::take(&mut batch.flushes);
     if let Err(err) = committed.batch {
-        tracing::error!(path = %path.display(), error = %err, buffered = batch.readings.len() + pending.readings.len(), "commit failed; readings kept in memory and retried");
+        let buffered = batch.readings.len() + pending.readings.len();
+        let what = match err {
+            StoreError::Replaced { .. } => "the database file was deleted or replaced; nothing more is written (readings kept in memory until the buffer is full) — restart the agent",
+            _ => "commit failed; readings kept in memory and retried",
+        };
+        report.failed(path, &err, what, buffered, true);
         for ack in flushes {
             let _ = ack.send(Err(err.to_string()));
         }
         pending.restore(batch);
         return true;
     }
+    report.committed(path);
     for ack in flushes {
         let _ = ack.send(Ok(()));
     }
@@ -1119,30 +1371,31 @@ fn finish_commit(
         Some(Ok(stats)) => {
             tracing::debug!(?stats, "compacted readings");
             *compaction = Compaction::new();
-            if stats.pruned_blocks > 0 || stats.pruned_evidence > 0 {
+            let now = crate::clock::now_ms();
+            for c in &stats.corruptions {
+                tracing::error!(path = %path.display(), table = c.table, row = c.row, first_ms = c.first_ms, last_ms = c.last_ms, error = %c.error, "a stored row does not decode; it was set aside into the quarantine table (bytes kept) and is sealed as a store_corruption record");
+                pending.drafts.push(crate::evidence::Draft::new(
+                    now,
+                    "store_corruption",
+                    "",
+                    &c.evidence_body(),
+                ));
+            }
+            report
+                .health
+                .update(|h| h.corrupt_rows += stats.corruptions.len() as u64);
+            if let Some(draft) = pruning_draft(&stats, limits, now) {
                 // Pruning is itself on the record, sealed in the next commit.
                 tracing::info!(
                     blocks = stats.pruned_blocks,
                     evidence = stats.pruned_evidence,
                     "pruned stored data"
                 );
-                let body = serde_json::json!({
-                    "raw_reading_blocks": stats.pruned_blocks,
-                    "evidence_records": stats.pruned_evidence,
-                    "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
-                    "disk_budget_bytes": limits.disk_budget_bytes,
-                    "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
-                });
-                pending.drafts.push(crate::evidence::Draft::new(
-                    crate::clock::now_ms(),
-                    "data_pruned",
-                    "",
-                    &body,
-                ));
+                pending.drafts.push(draft);
             }
         }
         Some(Err(err)) => {
-            tracing::error!(path = %path.display(), error = %err, "compaction failed; the committed readings are safe, compaction is tried again at the next commit");
+            report.failed(path, &err, "compaction failed; the committed readings are safe, compaction is tried again at the next commit", 0, false);
         }
         None => {}
     }

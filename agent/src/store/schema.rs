@@ -104,6 +104,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
      CREATE INDEX reading_blocks_by_age ON reading_blocks(last_ms);",
         convert: Some(super::upgrade::v3_readings_to_blocks),
     },
+    // 5: rows that do not decode are set aside here, bytes and error kept, instead of being
+    // reported at every compaction or stopping it.
+    sql_only(
+        "CREATE TABLE quarantine (
+         id        INTEGER PRIMARY KEY,
+         source    TEXT NOT NULL,
+         source_id INTEGER NOT NULL,
+         group_id  INTEGER,
+         first_ms  INTEGER NOT NULL,
+         last_ms   INTEGER NOT NULL,
+         count     INTEGER NOT NULL,
+         body      BLOB,
+         error     TEXT NOT NULL,
+         found_ms  INTEGER NOT NULL
+     );
+     CREATE INDEX quarantine_by_age ON quarantine(last_ms);",
+    ),
 ];
 
 /// Newest schema version.
@@ -119,6 +136,9 @@ fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) ->
 
 /// The schema version that introduced the reading tables read today (frames and blocks).
 pub(crate) const READINGS_LAYOUT_SINCE: i64 = 4;
+
+/// The schema version that introduced the `quarantine` table.
+pub(crate) const QUARANTINE_SINCE: i64 = 5;
 
 /// The file's schema version.
 fn version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {

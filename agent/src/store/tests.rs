@@ -10,6 +10,7 @@ fn limits() -> Limits {
         raw_retention: Duration::from_secs(90 * 86_400),
         disk_budget_bytes: 1 << 30,
         evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: crate::store::COMPACT_EVERY,
     }
 }
 
@@ -325,13 +326,50 @@ fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifie
     assert_eq!(store.compact(now, short).unwrap().pruned_evidence, 0);
     store.set_uplink_cursor("audit", 3, now).unwrap();
     // Older than 5 days (records 1–5) and acknowledged (1–3): records 1–3 go.
-    assert_eq!(store.compact(now, short).unwrap().pruned_evidence, 3);
+    let stats = store.compact(now, short).unwrap();
+    assert_eq!(stats.pruned_evidence, 3);
     let kept = store.evidence_range(0, 100).unwrap();
+    assert_eq!(
+        stats.pruned_evidence_through,
+        Some((3, kept[0].prev_hash.clone())),
+        "names the last record deleted, with the hash the next one links to"
+    );
     assert_eq!(kept.first().map(|r| r.seq), Some(4));
     let start = verify::head_before(&kept[0]).unwrap();
     let head = verify::check_chain("s", &key.verifying_key(), start, &kept).unwrap();
     assert_eq!(head, store.evidence_head().unwrap());
     assert_ne!(head, Head::EMPTY);
+    // The gap is explained only once the chain holds the pruning record that names it.
+    use crate::ledger::{check_database, DbCheck};
+    assert!(matches!(
+        check_database(&store, &key.verifying_key(), Some("s")).unwrap(),
+        DbCheck::Broken(why) if why.contains("records 1–3 are missing")
+    ));
+    let draft = pruning_draft(&stats, short, now).unwrap();
+    store.append(&[], &[], &[draft]).unwrap();
+    match check_database(&store, &key.verifying_key(), Some("s")).unwrap() {
+        DbCheck::Intact {
+            records,
+            pruned_through,
+            ..
+        } => assert_eq!((records, pruned_through), (8, Some(3))),
+        other => panic!("{other:?}"),
+    }
+    // A pruning record that names another hash explains nothing.
+    let mut wrong = stats.clone();
+    wrong.pruned_evidence_through = Some((3, "00".repeat(32)));
+    let mut other = Store::open(&dir.path().join("other.db")).unwrap();
+    other.enable_evidence("s", key.clone()).unwrap();
+    other.append(&[], &[], &drafts).unwrap();
+    other.set_uplink_cursor("audit", 3, now).unwrap();
+    assert_eq!(other.compact(now, short).unwrap().pruned_evidence, 3);
+    other
+        .append(&[], &[], &[pruning_draft(&wrong, short, now).unwrap()])
+        .unwrap();
+    assert!(matches!(
+        check_database(&other, &key.verifying_key(), Some("s")).unwrap(),
+        DbCheck::Broken(_)
+    ));
 }
 
 fn frame_rows(store: &Store) -> i64 {
@@ -382,8 +420,19 @@ fn a_commit_is_one_frame_and_compaction_splits_frames_into_blocks() {
     }
 }
 
+fn quarantined(store: &Store) -> Vec<(String, i64, Option<Vec<u8>>)> {
+    let mut stmt = store
+        .conn
+        .prepare("SELECT source, count, body FROM quarantine ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[test]
-fn a_frame_that_does_not_decode_is_kept_and_reported_not_dropped() {
+fn a_frame_that_does_not_decode_is_set_aside_reported_once_and_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("site.db")).unwrap();
     let ids = store
@@ -408,12 +457,128 @@ fn a_frame_that_does_not_decode_is_kept_and_reported_not_dropped() {
         .unwrap();
     let stats = store.compact(T0, limits()).unwrap();
     assert_eq!(stats.readings, 1);
-    assert_eq!(frame_rows(&store), 1, "the corrupt frame stays");
-    assert_eq!(store.reading_count().unwrap(), 3);
+    assert_eq!(stats.corruptions.len(), 1, "{stats:?}");
+    assert_eq!(stats.corruptions[0].table, "reading_frames");
+    assert_eq!(frame_rows(&store), 0, "set aside, so compaction goes on");
+    assert_eq!(
+        quarantined(&store),
+        vec![("reading_frames".to_owned(), 2, Some(vec![0xFF]))],
+        "bytes kept"
+    );
+    // Reported once: the next compaction finds nothing new.
+    assert!(store.compact(T0, limits()).unwrap().corruptions.is_empty());
     assert_eq!(store.readings("a/good", T0, T0).unwrap().len(), 1);
-    let err = store.readings("a/bad", T0, later).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("a/bad"), "{err}");
+    // Readers of its time range are told, for any point (a frame may hold any).
+    for point in ["a/bad", "a/good"] {
+        let err = store.readings(point, T0, later).unwrap_err();
+        assert!(matches!(err, StoreError::Quarantined { .. }), "{err}");
+        assert!(err.to_string().contains(point), "{err}");
+    }
+}
+
+#[test]
+fn a_row_with_an_absurd_count_is_set_aside_instead_of_exhausting_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    for i in 0..3 {
+        store
+            .append_readings(&[(ids[0], reading(0, T0 + i * 1000, Outcome::Value(1.0)))])
+            .unwrap();
+    }
+    // The crash of the issue: a count that made `Vec::reserve` abort at every compaction.
+    store
+        .conn
+        .execute(
+            "UPDATE reading_frames SET count = 9223372036854775807 WHERE first_ms = ?1",
+            [T0 + 1000],
+        )
+        .unwrap();
+    let stats = store.compact(T0, limits()).unwrap();
+    assert_eq!(stats.readings, 2);
+    assert_eq!(stats.corruptions.len(), 1);
+    assert!(
+        stats.corruptions[0].error.contains("9223372036854775807"),
+        "{:?}",
+        stats.corruptions[0]
+    );
+}
+
+#[test]
+fn the_scrub_finds_a_damaged_block_sets_it_aside_and_tells_its_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    let keys: Vec<(String, Option<String>)> = (0..40).map(|p| (format!("a/{p}"), None)).collect();
+    let ids = store.register_points(&keys).unwrap();
+    let batch: Vec<(i64, Reading)> = ids
+        .iter()
+        .enumerate()
+        .map(|(p, id)| (*id, reading(p as u32, T0, Outcome::Value(p as f64))))
+        .collect();
+    store.append_readings(&batch).unwrap();
+    assert!(store.compact(T0, limits()).unwrap().corruptions.is_empty());
+    // Two blocks (points 1–31 and 32–40); damage the second one's count.
+    store
+        .conn
+        .execute(
+            "UPDATE reading_blocks SET count = count + 1 WHERE group_id = 1",
+            [],
+        )
+        .unwrap();
+    let stats = store.compact(T0, limits()).unwrap();
+    assert_eq!(stats.corruptions.len(), 1, "{stats:?}");
+    assert_eq!(stats.corruptions[0].group, Some(1));
+    assert_eq!(
+        store.readings("a/1", T0, T0).unwrap().len(),
+        1,
+        "other blocks read on"
+    );
+    let err = store.readings("a/39", T0, T0).unwrap_err();
+    assert!(matches!(err, StoreError::Quarantined { .. }), "{err}");
+}
+
+#[test]
+fn a_database_deleted_or_replaced_under_the_writer_takes_no_more_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let mut store = Store::open(&path).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    let one = |t: i64| [(ids[0], reading(0, t, Outcome::Value(1.0)))];
+    store.append_readings(&one(T0)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let err = store.append_readings(&one(T0 + 1)).unwrap_err();
+    assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    // Another file under the name: still not the one opened.
+    Store::open(&path).unwrap();
+    let err = store.append_readings(&one(T0 + 2)).unwrap_err();
+    assert!(err.to_string().contains("replaced"), "{err}");
+    let err = store.compact(T0, limits()).unwrap_err();
+    assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
+}
+
+#[test]
+fn a_database_overwritten_in_place_is_noticed_at_compaction() {
+    use crate::evidence::Draft;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let mut store = Store::open(&path).unwrap();
+    store
+        .enable_evidence("s", ed25519_dalek::SigningKey::from_bytes(&[9; 32]))
+        .unwrap();
+    store
+        .append(
+            &[],
+            &[],
+            &[Draft::new(T0, "test", "", &serde_json::json!({}))],
+        )
+        .unwrap();
+    // Another connection changes the chain under the writer (as a copy written over it would).
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute("DELETE FROM evidence", []).unwrap();
+    let err = store.compact(T0, limits()).unwrap_err();
+    assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
+    assert!(err.to_string().contains("overwritten"), "{err}");
 }
 
 #[test]
@@ -544,6 +709,7 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("site.db");
     let (mut store, ids) = store_on_a_full_disk(dir.path());
+    let mut report = Report::new(store.health().clone());
     let mut pending = Pending::default();
     pending.readings.extend(noisy(T0));
     let (ack, mut told) = oneshot::channel();
@@ -558,7 +724,8 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
         batch,
         committed,
         &mut Compaction::new(),
-        limits()
+        limits(),
+        &mut report,
     ));
     let message = told.try_recv().unwrap().unwrap_err();
     assert!(
@@ -569,6 +736,9 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
     // The failed batch is back, in front of the newer readings.
     assert_eq!(pending.readings.len(), 10_000);
     assert_eq!(pending.readings[0].at_ms, T0);
+    let health = store.health().get();
+    assert_eq!(health.commits_failed, 1);
+    assert!(health.failing_since_ms.is_some() && !health.committing());
 
     // Space again: one commit stores everything once.
     store
@@ -583,10 +753,47 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
         batch,
         committed,
         &mut Compaction::new(),
-        limits()
+        limits(),
+        &mut report,
     ));
     assert!(pending.is_empty());
+    assert!(store.health().get().committing(), "commits succeed again");
     let stored = store.readings("a/x", T0, T0 + 10_000).unwrap();
     assert_eq!(stored.len(), 10_000);
     assert!(stored.windows(2).all(|w| w[0].at_ms + 1 == w[1].at_ms));
+}
+
+#[test]
+fn evidence_pruning_deletes_only_a_prefix_of_the_chain_whatever_the_record_times() {
+    use crate::evidence::Draft;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    store
+        .enable_evidence("s", ed25519_dalek::SigningKey::from_bytes(&[9; 32]))
+        .unwrap();
+    // Records 1 and 2 old, 3 recent, 4 and 5 old again (the clock was set back).
+    let day = 86_400_000;
+    let times = [T0, T0 + day, T0 + 20 * day, T0 + 2 * day, T0 + 3 * day];
+    let drafts: Vec<Draft> = times
+        .iter()
+        .map(|t| Draft::new(*t, "test", "", &serde_json::json!({})))
+        .collect();
+    store.append(&[], &[], &drafts).unwrap();
+    store.set_uplink_cursor("audit", 5, 0).unwrap();
+    let short = Limits {
+        evidence_retention: Duration::from_secs(5 * 86_400),
+        ..limits()
+    };
+    let stats = store.compact(T0 + 21 * day, short).unwrap();
+    assert_eq!(
+        stats.pruned_evidence, 2,
+        "records 1–2 only: 4 and 5 stay behind 3"
+    );
+    let kept: Vec<u64> = store
+        .evidence_range(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(kept, vec![3, 4, 5]);
 }

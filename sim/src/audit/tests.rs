@@ -31,6 +31,7 @@ fn receiver(dir: &tempfile::TempDir, key: &SigningKey) -> Receiver {
 
 fn batch(key: &SigningKey, records: &[EvidenceRecord]) -> UploadBatch {
     UploadBatch {
+        request: "t".into(),
         site: "site-a".into(),
         public_key: hex::encode(key.verifying_key().to_bytes()),
         records: records.to_vec(),
@@ -147,4 +148,80 @@ fn forgetting_lowers_what_it_holds() {
     r.receive(&batch(&key, &records));
     assert_eq!(r.forget(3).unwrap().seq, 5);
     assert_eq!(r.receive(&batch(&key, &records[5..])).1.stored_through, 8);
+}
+
+#[test]
+fn an_answer_names_only_records_of_the_batch_with_their_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let records = chain(&key, 10);
+    let mut r = receiver(&dir, &key);
+    r.receive(&batch(&key, &records));
+    // A batch of records it already holds: it names the batch's last one, not its own head.
+    let (status, answer) = r.receive(&batch(&key, &records[2..5]));
+    assert_eq!((status, answer.stored_through), (StatusCode::OK, 5));
+    assert_eq!(answer.head_hash.as_deref(), Some(records[4].hash.as_str()));
+    assert_eq!(
+        answer.request.as_deref(),
+        Some("t"),
+        "the request is echoed"
+    );
+}
+
+#[test]
+fn a_silent_second_chain_is_refused_as_a_fork_and_a_declared_one_is_taken() {
+    use sealwatch_agent::evidence::anchor::NEW_CHAIN;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let old = chain(&key, 6);
+    let mut r = receiver(&dir, &key);
+    r.receive(&batch(&key, &old));
+    // The agent lost its database and started again at record 1 from the zero hash.
+    let restart = seal(
+        "site-a",
+        &key,
+        Head::EMPTY,
+        &[Draft::new(9, "agent_started", "", &serde_json::json!({}))],
+    )
+    .unwrap()
+    .0;
+    let (status, answer) = r.receive(&batch(&key, &restart));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer.error.unwrap().contains("fork"));
+    assert_eq!(r.records(), old, "the chain held is untouched");
+    // A declared new chain: record 1 says so, signed with the site key.
+    let declared = seal(
+        "site-a",
+        &key,
+        Head::EMPTY,
+        &[
+            Draft::new(
+                10,
+                NEW_CHAIN,
+                "",
+                &serde_json::json!({ "reason": "disk failed", "previous_chain": { "last_seq": 6 } }),
+            ),
+            Draft::new(11, "agent_started", "", &serde_json::json!({})),
+        ],
+    )
+    .unwrap()
+    .0;
+    let (status, answer) = r.receive(&batch(&key, &declared));
+    assert_eq!((status, answer.stored_through), (StatusCode::OK, 2));
+    assert_eq!(r.records(), declared);
+    assert_eq!(r.archived_chains(), 1);
+    // Sending the declaration again is a duplicate, not a third chain.
+    assert_eq!(r.receive(&batch(&key, &declared)).0, StatusCode::OK);
+    assert_eq!(r.archived_chains(), 1);
+    // A declaration signed with another key is refused.
+    let forged = seal(
+        "site-a",
+        &SigningKey::from_bytes(&[2; 32]),
+        Head::EMPTY,
+        &[Draft::new(12, NEW_CHAIN, "", &serde_json::json!({}))],
+    )
+    .unwrap()
+    .0;
+    assert_ne!(r.receive(&batch(&key, &forged)).0, StatusCode::OK);
+    assert_eq!(r.records(), declared);
 }

@@ -243,6 +243,7 @@ async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requ
         raw_retention: Duration::from_secs(86_400),
         disk_budget_bytes: 1 << 30,
         evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: crate::store::COMPACT_EVERY,
     };
     let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_millis(50), limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -345,6 +346,7 @@ async fn an_unanswering_platform_is_dropped_and_the_value_resent_on_the_next_con
         raw_retention: Duration::from_secs(86_400),
         disk_budget_bytes: 1 << 30,
         evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: crate::store::COMPACT_EVERY,
     };
     let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_millis(50), limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
