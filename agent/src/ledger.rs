@@ -188,6 +188,23 @@ pub fn declare_new_chain(
     let previous = anchor::read(&config.evidence.anchor_file)?;
     let mut store = Store::open(&config.store.path)?;
     let head = store.enable_evidence(&config.site.id, key)?;
+    let anchor_new_chain = |store: &Store| -> Result<(), LedgerError> {
+        let head = store.evidence_head()?;
+        anchor::write(
+            &config.evidence.anchor_file,
+            &Anchor::new(&config.site.id, head, &config.store.path, now_ms),
+        )?;
+        Ok(())
+    };
+    if head.seq == 1 {
+        // Declared before, and the anchor perhaps not written then: anchor it now.
+        if let Some(record) = store.evidence_range(1, 1)?.into_iter().next() {
+            if record.kind == NEW_CHAIN {
+                anchor_new_chain(&store)?;
+                return Ok(NewChain { record, previous });
+            }
+        }
+    }
     if head.seq != 0 {
         return Err(LedgerError::NotEmpty {
             path: config.store.path.clone(),
@@ -217,14 +234,6 @@ pub fn declare_new_chain(
         .into_iter()
         .next()
         .ok_or_else(|| LedgerError::Input("the new chain's first record was not stored".into()))?;
-    anchor::write(
-        &config.evidence.anchor_file,
-        &Anchor::new(
-            &config.site.id,
-            store.evidence_head()?,
-            &config.store.path,
-            now_ms,
-        ),
-    )?;
+    anchor_new_chain(&store)?;
     Ok(NewChain { record, previous })
 }

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::{SiteConfig, Transport};
 use crate::evidence::anchor::{AnchorError, ForkError, StartFacts};
-use crate::evidence::Head;
 use crate::evidence::{self, sign::KeyError, Draft, EvidenceRecord};
 use crate::poll::bus::spawn_buses;
 use crate::poll::reading::Reading;
@@ -108,36 +107,41 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             let ids = store.register_points(&keys)?;
             let head = store.enable_evidence(&site_id, key)?;
             let last_start = store.last_evidence_of("agent_started")?;
+            let first = store.evidence_range(0, 1)?.into_iter().next();
             let facts = StartFacts {
                 db_hash_at_anchor: match anchored {
-                    Some(seq) => store
-                        .evidence_range(seq, 1)?
-                        .into_iter()
-                        .find(|r| r.seq == seq)
-                        .map(|r| r.hash),
+                    Some(seq) => store.evidence_hash_at(seq)?,
                     None => None,
                 },
                 db_head: Some(head),
+                db_first_seq: first.as_ref().map(|r| r.seq),
+                new_chain_declared: first
+                    .as_ref()
+                    .is_some_and(|r| r.seq == 1 && r.kind == evidence::anchor::NEW_CHAIN),
                 site: site_id,
                 anchor,
                 cursor: store.uplink_cursor(crate::uplink::audit::CURSOR)?,
-                receiver_holds: None,
+                receiver: None,
+                db_hash_at_receiver: None,
             };
             Ok((store, ids, last_start, facts))
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    // Before a chain starts at record 1, ask the audit system whether it holds one already.
-    if let (Some(cfg), Some(Head { seq: 0, .. })) = (&config.audit_uplink, facts.db_head) {
+    // Before sealing anything, ask the audit system what it holds of this site's chain.
+    if let Some(cfg) = &config.audit_uplink {
         let asked = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             crate::uplink::audit::receiver_head(cfg, &config.site.id),
         )
         .await;
         match asked {
-            Ok(Ok(answer)) => facts.receiver_holds = Some(answer.stored_through),
-            Ok(Err(e)) => tracing::warn!(error = %e.escape_debug(), "cannot ask the audit system what it holds before starting the chain; relying on the chain anchor and the uplink cursor"),
-            Err(_) => tracing::warn!("the audit system did not say within 5 s what it holds before the chain starts; relying on the chain anchor and the uplink cursor"),
+            Ok(Ok(answer)) => {
+                facts.db_hash_at_receiver = store.evidence_hash_at(answer.stored_through)?;
+                facts.receiver = Some((answer.stored_through, answer.head_hash));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e.escape_debug(), "cannot ask the audit system what it holds of the chain; relying on the chain anchor and the uplink cursor"),
+            Err(_) => tracing::warn!("the audit system did not say within 5 s what it holds of the chain; relying on the chain anchor and the uplink cursor"),
         }
     }
     evidence::anchor::check_start(&facts)?;

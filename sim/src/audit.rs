@@ -189,16 +189,46 @@ impl Receiver {
     }
 
     /// Whether `batch` opens with a valid declaration of a new chain that differs from the
-    /// chain held.
+    /// chain held: record 1 of kind `new_chain`, signed with the site key, the batch a valid
+    /// chain from there, never taken before, and naming as the previous chain the one held here
+    /// (its last record and hash, as far as the agent knew it) or saying it is lost.
     fn declares_new_chain(&self, batch: &UploadBatch) -> bool {
         let Some(first) = batch.records.first() else {
             return false;
         };
-        first.seq == 1
-            && first.kind == NEW_CHAIN
-            && self.head.seq >= 1
-            && self.hash_at(1).as_deref() != Some(first.hash.as_str())
-            && check_next(&self.site, &self.key, Head::EMPTY, first).is_ok()
+        if first.seq != 1
+            || first.kind != NEW_CHAIN
+            || self.head.seq == 0
+            || self.hash_at(1).as_deref() == Some(first.hash.as_str())
+            || check_chain_batched(&self.site, &self.key, Head::EMPTY, &batch.records).is_err()
+        {
+            return false;
+        }
+        let taken_before: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM archived_records WHERE seq = 1 AND hash = ?1",
+                params![first.hash],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n > 0);
+        if taken_before {
+            return false;
+        }
+        let body: serde_json::Value = serde_json::from_str(&first.body).unwrap_or_default();
+        if body["previous_chain_lost"] == serde_json::Value::Bool(true) {
+            return true;
+        }
+        let previous = &body["previous_chain"];
+        match (
+            previous["last_seq"].as_u64(),
+            previous["last_hash"].as_str(),
+        ) {
+            (Some(seq), Some(hash)) => {
+                seq <= self.head.seq && self.hash_at(seq).as_deref() == Some(hash)
+            }
+            _ => false,
+        }
     }
 
     /// Handles one upload; returns the HTTP status and answer. The answer names the last record
@@ -274,7 +304,9 @@ impl Receiver {
             .cloned()
             .collect();
         let contiguous = new.first().is_some_and(|r| r.seq == self.head.seq + 1)
-            && new.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+            && new
+                .windows(2)
+                .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
         if contiguous && batch.records.iter().all(|r| r.seq > self.head.seq) {
             if let Ok(head) = check_chain_batched(&self.site, &self.key, self.head, &new) {
                 if let Ok(tx) = self.conn.transaction() {
@@ -546,6 +578,22 @@ pub struct AuditServer {
     shared: Shared,
     addr: SocketAddr,
     task: Option<JoinHandle<()>>,
+    /// While refusing: a socket bound to the address but not listening, so connections are
+    /// refused and no other program is given the port meanwhile.
+    placeholder: Option<tokio::net::TcpSocket>,
+}
+
+/// A socket bound to `addr` that other sockets of this process may share (SO_REUSEPORT).
+fn shared_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 async fn listen(shared: Shared, listener: TcpListener) -> JoinHandle<()> {
@@ -563,12 +611,18 @@ async fn listen(shared: Shared, listener: TcpListener) -> JoinHandle<()> {
 impl AuditServer {
     /// Starts listening on `addr`.
     pub async fn start(receiver: Receiver, addr: &str) -> Result<AuditServer, AuditError> {
-        let listener = TcpListener::bind(addr)
+        let bind_error = |source| AuditError::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let wanted: SocketAddr = tokio::net::lookup_host(addr)
             .await
-            .map_err(|source| AuditError::Bind {
-                addr: addr.to_owned(),
-                source,
-            })?;
+            .map_err(bind_error)?
+            .next()
+            .ok_or_else(|| bind_error(std::io::Error::other("no such address")))?;
+        let listener = shared_socket(wanted)
+            .and_then(|s| s.listen(64))
+            .map_err(bind_error)?;
         let bound = listener.local_addr().map_err(|source| AuditError::Bind {
             addr: addr.to_owned(),
             source,
@@ -579,6 +633,7 @@ impl AuditServer {
             shared,
             addr: bound,
             task: Some(task),
+            placeholder: None,
         })
     }
 
@@ -602,6 +657,11 @@ impl AuditServer {
             .transpose()?;
         match (word, n) {
             ("refuse", None) => {
+                if self.placeholder.is_none() {
+                    self.placeholder = Some(shared_socket(self.addr).map_err(|e| {
+                        format!("cannot keep {} while refusing: {e}", self.addr)
+                    })?);
+                }
                 if let Some(task) = self.task.take() {
                     task.abort();
                     let _ = task.await;
@@ -610,7 +670,10 @@ impl AuditServer {
             }
             ("accept", None) => {
                 if self.task.is_none() {
-                    let listener = TcpListener::bind(self.addr).await.map_err(|e| format!("cannot listen on {} again: {e}", self.addr))?;
+                    let listener = shared_socket(self.addr)
+                        .and_then(|s| s.listen(64))
+                        .map_err(|e| format!("cannot listen on {} again: {e}", self.addr))?;
+                    self.placeholder = None;
                     self.task = Some(listen(self.shared.clone(), listener).await);
                 }
                 Ok("accepting connections".to_owned())

@@ -155,12 +155,7 @@ impl Harness {
             (Some((code, a)), _) => match Status::of_code(code) {
                 None => acked,
                 Some(status) => settle(status, &a, &request, &records, |seq| {
-                    store
-                        .evidence_range(seq, 1)
-                        .unwrap()
-                        .into_iter()
-                        .find(|r| r.seq == seq)
-                        .map(|r| r.hash)
+                    store.evidence_hash_at(seq).unwrap()
                 })
                 .unwrap_or(acked),
             },

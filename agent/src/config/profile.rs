@@ -12,6 +12,7 @@ use sealwatch_firmware::registers::{self as fw, SEAL_NODE_POINTS, SEAL_NODE_POIN
 use super::raw::{RawPoint, RawProfile};
 use super::source::KeyPath;
 use super::Issues;
+use crate::poll::reading::{InstrumentState, SensorPart};
 
 /// Name of the built-in seal-node profile.
 pub const SEAL_NODE_PROFILE: &str = "seal-node";
@@ -170,8 +171,73 @@ pub struct PointDef {
     pub unit: Option<String>,
     /// Measuring range low end (below: flag D).
     pub range_min: Option<f64>,
-    /// Measuring range high end (above: flag T).
+    /// Measuring range high end (at or above: flag T).
     pub range_max: Option<f64>,
+    /// The point says whether a seal node's sensor is faulted.
+    pub fault: Option<FaultIndicator>,
+    /// The point is an analyzer's status register, mapped to states.
+    pub status: Option<StatusMap>,
+}
+
+/// A point that says whether sensors of a seal node are faulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultIndicator {
+    /// A nonzero value means this sensor is faulted.
+    Flag(SensorPart),
+    /// Each bit group set means its sensor is faulted.
+    Bits(Vec<FaultBit>),
+}
+
+/// One bit group of a fault bit field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultBit {
+    /// The bits.
+    pub mask: u64,
+    /// The sensor they fault.
+    pub part: SensorPart,
+    /// What they mean.
+    pub meaning: String,
+}
+
+impl FaultIndicator {
+    /// The faults a value of the indicator point `point` says, with their reasons.
+    pub fn faults(&self, point: &str, value: u64) -> Vec<(SensorPart, String)> {
+        match self {
+            FaultIndicator::Flag(part) if value != 0 => {
+                vec![(*part, format!("{} fault ({point} = {value})", part.name()))]
+            }
+            FaultIndicator::Flag(_) => Vec::new(),
+            FaultIndicator::Bits(bits) => bits
+                .iter()
+                .filter(|b| value & b.mask != 0)
+                .map(|b| {
+                    (
+                        b.part,
+                        format!("{} ({point} 0x{:04X})", b.meaning, value & b.mask),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the values of an analyzer's status register mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusMap {
+    /// Values and the state they mean.
+    pub entries: Vec<(Vec<u64>, InstrumentState)>,
+    /// The state of any other value.
+    pub otherwise: InstrumentState,
+}
+
+impl StatusMap {
+    /// The state a register value means.
+    pub fn state_of(&self, value: u64) -> InstrumentState {
+        self.entries
+            .iter()
+            .find(|(values, _)| values.contains(&value))
+            .map_or(self.otherwise, |(_, state)| *state)
+    }
 }
 
 impl PointDef {
@@ -235,6 +301,8 @@ impl Profile {
                 unit: seal_node_unit(spec.name).map(str::to_owned),
                 range_min: None,
                 range_max: None,
+                fault: seal_node_fault(spec.name),
+                status: None,
             })
             .collect();
         Profile {
@@ -243,6 +311,42 @@ impl Profile {
                 .to_owned(),
             points,
         }
+    }
+}
+
+/// What the seal node's fault points say (firmware register map).
+pub fn seal_node_fault(point: &str) -> Option<FaultIndicator> {
+    let bit = |mask: u16, part, meaning: &str| FaultBit {
+        mask: u64::from(mask),
+        part,
+        meaning: meaning.to_owned(),
+    };
+    match point {
+        "lid_fault" => Some(FaultIndicator::Flag(SensorPart::Lid)),
+        "level_fault" => Some(FaultIndicator::Flag(SensorPart::Level)),
+        "fault_bits" => Some(FaultIndicator::Bits(vec![
+            bit(
+                fw::FAULT_LID_SWITCHES,
+                SensorPart::Lid,
+                "lid switches both on, or both off longer than the travel time",
+            ),
+            bit(
+                fw::FAULT_LEVEL_LOW_CURRENT,
+                SensorPart::Level,
+                "level loop current below 3.8 mA (NAMUR NE43: broken wire or transmitter failure)",
+            ),
+            bit(
+                fw::FAULT_LEVEL_HIGH_CURRENT,
+                SensorPart::Level,
+                "level loop current above 20.5 mA (NAMUR NE43: short circuit or transmitter failure)",
+            ),
+            bit(
+                fw::FAULT_SETTINGS_DEFAULTED,
+                SensorPart::Node,
+                "seal node settings not commissioned (defaults in use)",
+            ),
+        ])),
+        _ => None,
     }
 }
 
@@ -388,6 +492,15 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
             format!("scale {scale} must be a finite, non-zero number"),
         );
     }
+    for (key, v) in [
+        ("offset", raw.offset),
+        ("range_min", raw.range_min),
+        ("range_max", raw.range_max),
+    ] {
+        if v.is_some_and(|v| !v.is_finite()) {
+            issues.push(path.key(key), format!("{key} must be a finite number"));
+        }
+    }
     if let (Some(lo), Some(hi)) = (raw.range_min, raw.range_max) {
         if lo >= hi {
             issues.push(
@@ -395,6 +508,15 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
                 format!("range_max {hi} must be above range_min {lo}"),
             );
         }
+    }
+    let integer = !matches!(value_type, ValueType::F32 | ValueType::F64);
+    let fault = validate_fault(path, raw.fault_of, raw.fault_bits, integer, issues);
+    let status = validate_status(path, raw.status, raw.status_otherwise, integer, issues);
+    if fault.is_some() && status.is_some() {
+        issues.push(
+            path.key("status"),
+            "a point is either a fault indicator or a status register, not both".to_owned(),
+        );
     }
     Some(PointDef {
         name: raw.name,
@@ -407,5 +529,153 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
         unit: raw.unit,
         range_min: raw.range_min,
         range_max: raw.range_max,
+        fault,
+        status,
     })
+}
+
+fn sensor_part(path: &KeyPath, text: &str, issues: &mut Issues<'_>) -> Option<SensorPart> {
+    let part = SensorPart::parse(text);
+    if part.is_none() {
+        issues.push(
+            path.clone(),
+            format!("unknown sensor '{text}'; expected lid, gate, level or node"),
+        );
+    }
+    part
+}
+
+fn validate_fault(
+    path: &KeyPath,
+    fault_of: Option<String>,
+    fault_bits: Option<Vec<super::raw::RawFaultBit>>,
+    integer: bool,
+    issues: &mut Issues<'_>,
+) -> Option<FaultIndicator> {
+    if (fault_of.is_some() || fault_bits.is_some()) && !integer {
+        issues.push(
+            path.key("fault_of"),
+            "a fault indicator must be a bool or integer point".to_owned(),
+        );
+        return None;
+    }
+    match (fault_of, fault_bits) {
+        (Some(_), Some(_)) => {
+            issues.push(
+                path.key("fault_bits"),
+                "give fault_of (a flag) or fault_bits (a bit field), not both".to_owned(),
+            );
+            None
+        }
+        (Some(of), None) => {
+            sensor_part(&path.key("fault_of"), &of, issues).map(FaultIndicator::Flag)
+        }
+        (None, Some(bits)) => {
+            let mut out = Vec::new();
+            let mut seen = 0u64;
+            for (i, bit) in bits.into_iter().enumerate() {
+                let here = path.key("fault_bits").index(i);
+                let part = sensor_part(&here.key("of"), &bit.of, issues);
+                let Ok(mask) = u64::try_from(bit.mask) else {
+                    issues.push(
+                        here.key("mask"),
+                        format!("mask {} must be positive", bit.mask),
+                    );
+                    continue;
+                };
+                if mask == 0 {
+                    issues.push(here.key("mask"), "mask 0 names no bit".to_owned());
+                    continue;
+                }
+                if mask & seen != 0 {
+                    issues.push(
+                        here.key("mask"),
+                        format!("mask 0x{mask:X} overlaps an earlier entry's bits"),
+                    );
+                }
+                seen |= mask;
+                if let Some(part) = part {
+                    out.push(FaultBit {
+                        mask,
+                        part,
+                        meaning: bit
+                            .meaning
+                            .unwrap_or_else(|| format!("{} fault", part.name())),
+                    });
+                }
+            }
+            (!out.is_empty()).then_some(FaultIndicator::Bits(out))
+        }
+        (None, None) => None,
+    }
+}
+
+fn validate_status(
+    path: &KeyPath,
+    entries: Option<Vec<super::raw::RawStatusEntry>>,
+    otherwise: Option<String>,
+    integer: bool,
+    issues: &mut Issues<'_>,
+) -> Option<StatusMap> {
+    let state = |at: KeyPath, text: &str, issues: &mut Issues<'_>| {
+        let s = InstrumentState::parse(text);
+        if s.is_none() {
+            issues.push(at, format!("unknown state '{text}'; expected normal, calibration, maintenance, stopped or fault (or N, C, M, F, D)"));
+        }
+        s
+    };
+    let Some(entries) = entries else {
+        if otherwise.is_some() {
+            issues.push(
+                path.key("status_otherwise"),
+                "status_otherwise needs a status mapping".to_owned(),
+            );
+        }
+        return None;
+    };
+    if !integer {
+        issues.push(
+            path.key("status"),
+            "a status register must be a bool or integer point".to_owned(),
+        );
+        return None;
+    }
+    let mut map = StatusMap {
+        entries: Vec::new(),
+        otherwise: match &otherwise {
+            Some(text) => {
+                state(path.key("status_otherwise"), text, issues).unwrap_or(InstrumentState::Fault)
+            }
+            None => InstrumentState::Fault,
+        },
+    };
+    let mut seen: Vec<u64> = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let here = path.key("status").index(i);
+        let parsed = state(here.key("state"), &entry.state, issues);
+        let mut values = Vec::new();
+        for v in entry.values {
+            match u64::try_from(v) {
+                Ok(v) if seen.contains(&v) => issues.push(
+                    here.key("values"),
+                    format!("value {v} is already mapped by an earlier entry; each value means one state"),
+                ),
+                Ok(v) => {
+                    seen.push(v);
+                    values.push(v);
+                }
+                Err(_) => issues.push(here.key("values"), format!("value {v} must not be negative")),
+            }
+        }
+        if values.is_empty() {
+            issues.push(
+                here.key("values"),
+                "an entry needs at least one value".to_owned(),
+            );
+        }
+        if let Some(s) = parsed {
+            map.entries.push((values, s));
+        }
+    }
+    Some(map)
 }

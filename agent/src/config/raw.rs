@@ -310,6 +310,44 @@ pub struct RawPoint {
     pub unit: Option<String>,
     /// Lowest value of the measuring range; below it the value is flagged D.
     pub range_min: Option<f64>,
-    /// Highest value of the measuring range; above it the value is flagged T.
+    /// Highest value of the measuring range; at or above it the value is flagged T (and counts
+    /// as at least this much toward an exceedance).
     pub range_max: Option<f64>,
+    /// Marks the point as a seal node's fault indicator: `lid`, `gate`, `level` or `node`; a
+    /// nonzero value means that sensor is faulted, and the bin's seal state is unknown with
+    /// this point named as the reason.
+    pub fault_of: Option<String>,
+    /// Marks the point as a bit field of faults: each entry's `mask` set means the sensor `of`
+    /// (`lid`, `gate`, `level`, `node`) is faulted, for the reason `meaning`.
+    pub fault_bits: Option<Vec<RawFaultBit>>,
+    /// Marks the point as an analyzer's status register and maps its values to states
+    /// (`normal`, `calibration`, `maintenance`, `stopped`, `fault`, or their HJ 212 flags N, C,
+    /// M, F, D): `{ values = [1, 2], state = "calibration" }`. Values in calibration,
+    /// maintenance or stopped states are flagged C, M, F and kept out of averages and
+    /// exceedances.
+    pub status: Option<Vec<RawStatusEntry>>,
+    /// State of a status value no entry names. Default `fault`.
+    pub status_otherwise: Option<String>,
+}
+
+/// One bit (or group of bits) of a fault bit field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultBit {
+    /// The bits (at least one).
+    pub mask: i64,
+    /// `lid`, `gate`, `level` or `node`.
+    pub of: String,
+    /// What it means, for the record.
+    pub meaning: Option<String>,
+}
+
+/// Values of a status register that mean one state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatusEntry {
+    /// The register values.
+    pub values: Vec<i64>,
+    /// The state they mean.
+    pub state: String,
 }

@@ -154,14 +154,27 @@ pub struct StartFacts {
     pub site: String,
     /// The database's chain head.
     pub db_head: Option<Head>,
+    /// The first record the database still holds (later than 1 after pruning).
+    pub db_first_seq: Option<u64>,
     /// The database's hash of the anchored record, if it still holds it.
     pub db_hash_at_anchor: Option<String>,
     /// The anchor file's content.
     pub anchor: Option<Anchor>,
     /// The audit uplink's acknowledged position in the database.
     pub cursor: u64,
-    /// What the audit system says it holds, if it was asked and answered.
-    pub receiver_holds: Option<u64>,
+    /// What the audit system says it holds (its head and that record's hash), if it was asked
+    /// and answered.
+    pub receiver: Option<(u64, Option<String>)>,
+    /// The database's hash of the record the audit system names, if it still holds it.
+    pub db_hash_at_receiver: Option<String>,
+    /// The database's chain begins with a declared new chain (record 1 of kind [`NEW_CHAIN`]),
+    /// which the audit system may not have taken yet.
+    pub new_chain_declared: bool,
+}
+
+/// Whether the database should still hold record `seq` (it was not pruned before its first).
+fn held(facts: &StartFacts, seq: u64) -> bool {
+    seq >= 1 && facts.db_first_seq.is_some_and(|first| first <= seq)
 }
 
 /// Why the agent will not continue (or start) the chain.
@@ -184,6 +197,22 @@ pub enum ForkError {
         anchored_seq: u64,
         /// When, as text.
         anchored_at: String,
+    },
+    /// The anchored record is missing from the database, though later ones are there.
+    #[error("record {seq}, which the chain anchor names, is missing from the database although records after it are there: it was deleted")]
+    MissingAnchored {
+        /// Position.
+        seq: u64,
+    },
+    /// The audit system holds another record at the position it names.
+    #[error("the audit system holds record {seq} with hash {theirs}, but the database's record {seq} has hash {ours}: the database holds another chain")]
+    ReceiverOtherChain {
+        /// Position.
+        seq: u64,
+        /// Its hash.
+        theirs: String,
+        /// Ours.
+        ours: String,
     },
     /// The database holds another record at the anchored position.
     #[error("record {seq} in the database has hash {ours}, but the chain anchor says {anchored}: the database holds another chain")]
@@ -234,13 +263,17 @@ pub fn check_start(facts: &StartFacts) -> Result<(), ForkError> {
                 anchored_at: crate::rules::time::utc_text(anchor.updated_ms),
             });
         }
-        if let Some(ours) = &facts.db_hash_at_anchor {
-            if !ours.eq_ignore_ascii_case(&anchor.hash) {
-                return Err(ForkError::OtherChain {
-                    seq: anchor.seq,
-                    ours: ours.clone(),
-                    anchored: anchor.hash.clone(),
-                });
+        if held(facts, anchor.seq) {
+            match &facts.db_hash_at_anchor {
+                None => return Err(ForkError::MissingAnchored { seq: anchor.seq }),
+                Some(ours) if !ours.eq_ignore_ascii_case(&anchor.hash) => {
+                    return Err(ForkError::OtherChain {
+                        seq: anchor.seq,
+                        ours: ours.clone(),
+                        anchored: anchor.hash.clone(),
+                    })
+                }
+                Some(_) => {}
             }
         }
     }
@@ -250,11 +283,26 @@ pub fn check_start(facts: &StartFacts) -> Result<(), ForkError> {
             acked: facts.cursor,
         });
     }
-    if let Some(holds) = facts.receiver_holds.filter(|h| *h > db.seq) {
-        return Err(ForkError::BehindReceiver {
-            db_seq: db.seq,
-            holds,
-        });
+    // A declared new chain is not the chain the audit system holds until it takes the
+    // declaration (at the first upload); its word about the old chain does not apply.
+    if let (Some((holds, theirs)), false) = (&facts.receiver, facts.new_chain_declared) {
+        if *holds > db.seq {
+            return Err(ForkError::BehindReceiver {
+                db_seq: db.seq,
+                holds: *holds,
+            });
+        }
+        if let (Some(theirs), Some(ours), true) =
+            (theirs, &facts.db_hash_at_receiver, held(facts, *holds))
+        {
+            if !theirs.eq_ignore_ascii_case(ours) {
+                return Err(ForkError::ReceiverOtherChain {
+                    seq: *holds,
+                    theirs: theirs.clone(),
+                    ours: ours.clone(),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -274,10 +322,9 @@ mod tests {
         StartFacts {
             site: "s".into(),
             db_head: db,
-            db_hash_at_anchor: None,
+            db_first_seq: db.filter(|h| h.seq > 0).map(|_| 1),
             anchor: anchor.map(|h| Anchor::new("s", h, Path::new("db"), 0)),
-            cursor: 0,
-            receiver_holds: None,
+            ..StartFacts::default()
         }
     }
 
@@ -310,6 +357,12 @@ mod tests {
         ));
         f.db_hash_at_anchor = Some(hex::encode([2u8; 32]).to_uppercase());
         assert_eq!(check_start(&f), Ok(()), "same hash, any case");
+        // The anchored record deleted while later ones remain.
+        f.db_hash_at_anchor = None;
+        assert_eq!(check_start(&f), Err(ForkError::MissingAnchored { seq: 8 }));
+        // Pruned after its retention (the database now starts later): nothing to compare.
+        f.db_first_seq = Some(9);
+        assert_eq!(check_start(&f), Ok(()));
     }
 
     #[test]
@@ -326,9 +379,9 @@ mod tests {
     }
 
     #[test]
-    fn an_audit_system_that_holds_more_is_refused() {
+    fn an_audit_system_that_holds_more_or_another_chain_is_refused() {
         let mut f = facts(None, None);
-        f.receiver_holds = Some(3);
+        f.receiver = Some((3, None));
         assert!(matches!(
             check_start(&f),
             Err(ForkError::BehindReceiver {
@@ -336,7 +389,22 @@ mod tests {
                 holds: 3
             })
         ));
-        f.receiver_holds = Some(0);
+        f.receiver = Some((0, None));
+        assert_eq!(check_start(&f), Ok(()));
+        // A restored copy: as long as the audit system, but another record 5.
+        let mut f = facts(Some(head(7, 1)), None);
+        f.receiver = Some((5, Some(hex::encode([4u8; 32]))));
+        f.db_hash_at_receiver = Some(hex::encode([5u8; 32]));
+        assert!(matches!(
+            check_start(&f),
+            Err(ForkError::ReceiverOtherChain { seq: 5, .. })
+        ));
+        f.db_hash_at_receiver = Some(hex::encode([4u8; 32]));
+        assert_eq!(check_start(&f), Ok(()));
+        // A declared new chain: the audit system still holds the old one until it takes it.
+        let mut f = facts(Some(head(1, 1)), None);
+        f.receiver = Some((900, Some(hex::encode([4u8; 32]))));
+        f.new_chain_declared = true;
         assert_eq!(check_start(&f), Ok(()));
     }
 

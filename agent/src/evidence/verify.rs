@@ -85,9 +85,11 @@ pub fn check_next(
             expected: site.to_owned(),
         });
     }
-    if r.seq != head.seq + 1 {
+    // A chain ends at u64::MAX: nothing follows it.
+    let expected = head.seq.checked_add(1);
+    if expected != Some(r.seq) {
         return Err(ChainError::Sequence {
-            expected: head.seq + 1,
+            expected: expected.unwrap_or(u64::MAX),
             found: r.seq,
         });
     }
@@ -166,7 +168,7 @@ pub fn check_chain_batched(
             .ok()
             .and_then(|b| <[u8; 64]>::try_from(b).ok());
         let linked = r.site == site
-            && r.seq == head.seq + 1
+            && head.seq.checked_add(1) == Some(r.seq)
             && r.prev_hash == hex::encode(head.hash)
             && hex::encode(hash) == r.hash;
         match (linked, signature) {

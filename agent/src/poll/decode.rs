@@ -257,6 +257,8 @@ mod tests {
             unit: None,
             range_min: None,
             range_max: None,
+            fault: None,
+            status: None,
         };
         assert!((decode_point(&[655], &point).unwrap() - 25.5).abs() < 1e-9);
         assert_eq!(encode_point(25.5, &point), vec![655]);

@@ -88,6 +88,8 @@ mod tests {
             unit: None,
             range_min: None,
             range_max: None,
+            fault: None,
+            status: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! A device exception is an answer, not a failure (STYLE.md §3): the outcome keeps the three apart
 //! — a value, a Modbus exception code from the device, or a fault of the communication — and the
-//! flag says what an auditor sees: N normal, T above range, D device fault, B communication fault.
+//! flag says what an auditor sees: N normal, T at or above the range, D device fault, B
+//! communication fault — and, set by the rules from an analyzer's state or a maintenance window,
+//! C calibration, M maintenance, F stopped.
 
 use std::fmt;
 
@@ -75,6 +77,103 @@ impl fmt::Display for Flag {
     }
 }
 
+/// What an instrument says it is doing (an analyzer's status register, mapped by its profile),
+/// or what a maintenance window says of it; each state has its HJ 212-2017 table 8 flag.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum InstrumentState {
+    /// Measuring (N).
+    Normal,
+    /// Zero or span calibration: values are calibration gas (C).
+    Calibration,
+    /// Maintenance (M).
+    Maintenance,
+    /// Stopped (F).
+    Stopped,
+    /// The instrument reports a fault (D).
+    Fault,
+}
+
+impl InstrumentState {
+    /// Every state.
+    pub const ALL: [InstrumentState; 5] = [
+        InstrumentState::Normal,
+        InstrumentState::Calibration,
+        InstrumentState::Maintenance,
+        InstrumentState::Stopped,
+        InstrumentState::Fault,
+    ];
+
+    /// Its HJ 212 flag.
+    pub fn flag(self) -> Flag {
+        match self {
+            InstrumentState::Normal => Flag::N,
+            InstrumentState::Calibration => Flag::C,
+            InstrumentState::Maintenance => Flag::M,
+            InstrumentState::Stopped => Flag::F,
+            InstrumentState::Fault => Flag::D,
+        }
+    }
+
+    /// The name used in profiles and outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstrumentState::Normal => "normal",
+            InstrumentState::Calibration => "calibration",
+            InstrumentState::Maintenance => "maintenance",
+            InstrumentState::Stopped => "stopped",
+            InstrumentState::Fault => "fault",
+        }
+    }
+
+    /// The state a profile names (its name, or its flag letter).
+    pub fn parse(text: &str) -> Option<InstrumentState> {
+        InstrumentState::ALL
+            .into_iter()
+            .find(|s| s.name() == text || s.flag().letter().to_string() == text)
+    }
+}
+
+/// Which sensor of a seal node a fault indicator is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorPart {
+    /// The lid switch pair.
+    Lid,
+    /// The charging-gate switch.
+    Gate,
+    /// The material-level transmitter and its loop.
+    Level,
+    /// The node itself (e.g. settings not commissioned).
+    Node,
+}
+
+impl SensorPart {
+    /// The name used in profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            SensorPart::Lid => "lid",
+            SensorPart::Gate => "gate",
+            SensorPart::Level => "level",
+            SensorPart::Node => "node",
+        }
+    }
+
+    /// The part a profile names.
+    pub fn parse(text: &str) -> Option<SensorPart> {
+        [
+            SensorPart::Lid,
+            SensorPart::Gate,
+            SensorPart::Level,
+            SensorPart::Node,
+        ]
+        .into_iter()
+        .find(|p| p.name() == text)
+    }
+}
+
 /// Why no value came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Fault {
@@ -115,7 +214,9 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// A reading of `outcome`, flagged from it and the point's measuring range.
+    /// A reading of `outcome`, flagged from it and the point's measuring range: T at or above
+    /// the top of the range (a saturated instrument reads at least that much), D below its
+    /// bottom or not a number.
     pub fn new(
         at_ms: i64,
         point: PointId,
@@ -123,9 +224,9 @@ impl Reading {
         range: (Option<f64>, Option<f64>),
     ) -> Self {
         let flag = match outcome {
-            Outcome::Value(v) if range.1.is_some_and(|hi| v > hi) => Flag::T,
-            Outcome::Value(v) if range.0.is_some_and(|lo| v < lo) => Flag::D,
             Outcome::Value(v) if !v.is_finite() => Flag::D,
+            Outcome::Value(v) if range.1.is_some_and(|hi| v >= hi) => Flag::T,
+            Outcome::Value(v) if range.0.is_some_and(|lo| v < lo) => Flag::D,
             Outcome::Value(_) => Flag::N,
             Outcome::Exception(_) => Flag::D,
             Outcome::Fault(_) => Flag::B,

@@ -146,7 +146,13 @@ pub fn view_from_database(config: &SiteConfig) -> Result<StatusView, ClientError
     let now = now_ms();
     let mut snap = PlantState::new(Vec::new(), points.points.len(), 0).snapshot();
     for (i, p) in points.points.iter().enumerate() {
-        let last = store.readings(&p.key, now - DB_LOOKBACK_MS, now)?.pop();
+        // A point whose readings were in a row set aside (quarantined) shows no value; the
+        // rest of the view stands.
+        let last = match store.readings(&p.key, now - DB_LOOKBACK_MS, now) {
+            Ok(mut readings) => readings.pop(),
+            Err(crate::store::StoreError::Quarantined { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         if let Some(s) = last {
             snap.latest[i] = Some(Reading {
                 at_ms: s.at_ms,

@@ -272,6 +272,13 @@ pub fn alarms(snap: &PlantSnapshot) -> Vec<Alarm> {
             since_ms: None,
         });
     }
+    if let Some(why) = &store.anchor_error {
+        out.push(Alarm {
+            kind: "anchor_unwritable".into(),
+            message: format!("the chain anchor cannot be written ({why}); a deleted or replaced database would be noticed later"),
+            since_ms: None,
+        });
+    }
     if let Some(problem) = &snap.audit.problem {
         out.push(Alarm {
             kind: "audit_answers".into(),

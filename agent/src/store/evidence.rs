@@ -245,6 +245,17 @@ impl Store {
             .map_err(self.sql("reading evidence"))
     }
 
+    /// The hash of record `seq` if it is still held; for 0 (the chain's start) the genesis
+    /// hash, if record 1 is still held (what the chain can be sent again from).
+    pub fn evidence_hash_at(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        let wanted = seq.max(1);
+        let held = self
+            .evidence_range(wanted, 1)?
+            .into_iter()
+            .find(|r| r.seq == wanted);
+        Ok(held.map(|r| if seq == 0 { r.prev_hash } else { r.hash }))
+    }
+
     /// The newest record of a kind.
     pub fn last_evidence_of(&self, kind: &str) -> Result<Option<EvidenceRecord>, StoreError> {
         self.conn

@@ -27,6 +27,8 @@ pub struct StoreHealth {
     /// Set when the database file was deleted or replaced while the agent ran: why. The agent
     /// writes nothing more until it is restarted (and then refuses a silent new chain).
     pub replaced: Option<String>,
+    /// Why the chain anchor cannot be written, while it cannot.
+    pub anchor_error: Option<String>,
 }
 
 impl StoreHealth {
@@ -53,7 +55,7 @@ impl HealthHandle {
     }
 
     /// Changes it.
-    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut StoreHealth) -> R) -> R {
+    pub fn update<R>(&self, f: impl FnOnce(&mut StoreHealth) -> R) -> R {
         f(&mut self.lock())
     }
 }

@@ -342,6 +342,38 @@ fn merge_frames(
     Ok(())
 }
 
+/// Bytes in use by the database as `conn` sees it (inside its transaction, if one is open).
+fn used_bytes(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
+    let (pages, free, size): (i64, i64, i64) = conn
+        .query_row("SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(sql_err(path, "measuring the database"))?;
+    Ok(((pages - free).max(0) * size) as u64)
+}
+
+/// Deletes the oldest raw blocks, 100 at a time, until the file is within `budget`; returns
+/// how many went.
+fn prune_for_budget(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    budget: u64,
+) -> Result<usize, StoreError> {
+    let mut pruned = 0;
+    while used_bytes(tx, path)? > budget {
+        let deleted = tx
+            .execute("DELETE FROM reading_blocks WHERE rowid IN (SELECT rowid FROM reading_blocks ORDER BY last_ms LIMIT 100)", [])
+            .map_err(sql_err(path, "pruning readings for the disk budget"))?;
+        if deleted == 0 {
+            tracing::error!(path = %path.display(), budget, "database is over its disk budget with no raw readings left to prune");
+            break;
+        }
+        pruned += deleted;
+    }
+    if pruned > 0 {
+        tracing::warn!(path = %path.display(), blocks = pruned, budget, "pruned the oldest raw readings to stay within the disk budget");
+    }
+    Ok(pruned)
+}
+
 /// A reading read back from the store.
 pub type StoredReading = Sample;
 
@@ -511,12 +543,16 @@ impl Store {
             crate::clock::now_ms(),
         );
         match crate::evidence::anchor::write(path, &anchor) {
-            Ok(()) => *written = Some(head.seq),
+            Ok(()) => {
+                *written = Some(head.seq);
+                self.health.update(|h| h.anchor_error = None);
+            }
             Err(e) => {
                 if written.is_none() {
-                    tracing::warn!(error = %e, "cannot write the chain anchor; a deleted database would then be noticed only by the audit system");
+                    tracing::error!(error = %e, "cannot write the chain anchor; a deleted or replaced database would then be noticed only by the uplink cursor and the audit system");
                 }
                 *written = Some(0);
+                self.health.update(|h| h.anchor_error = Some(e.to_string()));
             }
         }
     }
@@ -613,6 +649,10 @@ impl Store {
         } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("committing readings"))?;
+        // The file still holds the chain the writer sealed (not a copy written over it).
+        if let Some(sealer) = sealer.as_ref() {
+            integrity::check_content(&tx, path, Some(sealer.head))?;
+        }
         let new_head = match sealer {
             Some(sealer) => {
                 let all: Vec<crate::evidence::Draft> = outputs
@@ -660,10 +700,15 @@ impl Store {
         rows: &mut Vec<(i64, Sample)>,
     ) -> Result<CompactStats, StoreError> {
         integrity::check_identity(&self.path, self.identity)?;
-        let head = self.sealer.as_ref().map(|s| s.head);
-        let Store { conn, path, .. } = self;
+        let Store {
+            conn,
+            path,
+            sealer,
+            scrub_after,
+            ..
+        } = self;
         let sql = |context| sql_err(path, context);
-        integrity::check_content(conn, path, head)?;
+        integrity::check_content(conn, path, sealer.as_ref().map(|s| s.head))?;
         let mut stats = CompactStats::default();
         let tx = conn.transaction().map_err(sql("compacting readings"))?;
         merge_frames(&tx, path, rows, &mut stats, now_ms)?;
@@ -678,43 +723,30 @@ impl Store {
                 )
                 .map_err(sql("pruning old readings"))?;
         }
-        let (found, next) = integrity::scrub_blocks(&tx, path, self.scrub_after, now_ms)?;
+        let (found, next) = integrity::scrub_blocks(&tx, path, *scrub_after, now_ms)?;
         stats.corruptions.extend(found);
-        self.scrub_after = next;
+        *scrub_after = next;
         (stats.pruned_evidence, stats.pruned_evidence_through) =
             evidence::prune_acknowledged(&tx, path, now_ms, limits.evidence_retention)?;
+        stats.pruned_blocks += prune_for_budget(&tx, path, limits.disk_budget_bytes)?;
+        // What was set aside or pruned is on the record in the same transaction: a crash keeps
+        // both or neither.
+        let drafts = compaction_drafts(&stats, limits, now_ms);
+        let new_head = match sealer.as_ref() {
+            Some(s) if !drafts.is_empty() => Some(evidence::insert_sealed(&tx, path, s, &drafts)?),
+            _ => None,
+        };
         tx.commit().map_err(sql("compacting readings"))?;
-        stats.pruned_blocks += self.enforce_budget(limits.disk_budget_bytes)?;
+        if let (Some(s), Some(head)) = (sealer.as_mut(), new_head) {
+            s.head = head;
+        }
         self.refresh_anchor(true);
         Ok(stats)
     }
 
     /// Bytes in use by the database (pages in use, not free pages).
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
-        let (pages, free, size): (i64, i64, i64) = self
-            .conn
-            .query_row("SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(self.sql("measuring the database"))?;
-        Ok(((pages - free).max(0) * size) as u64)
-    }
-
-    fn enforce_budget(&mut self, budget: u64) -> Result<usize, StoreError> {
-        let mut pruned = 0;
-        while self.used_bytes()? > budget {
-            let deleted = self
-                .conn
-                .execute("DELETE FROM reading_blocks WHERE rowid IN (SELECT rowid FROM reading_blocks ORDER BY last_ms LIMIT 100)", [])
-                .map_err(self.sql("pruning readings for the disk budget"))?;
-            if deleted == 0 {
-                tracing::error!(path = %self.path.display(), budget, "database is over its disk budget with no raw readings left to prune");
-                break;
-            }
-            pruned += deleted;
-        }
-        if pruned > 0 {
-            tracing::warn!(path = %self.path.display(), blocks = pruned, budget, "pruned the oldest raw readings to stay within the disk budget");
-        }
-        Ok(pruned)
+        used_bytes(&self.conn, &self.path)
     }
 
     /// Every point key with its database id.
@@ -1196,7 +1228,7 @@ async fn writer_loop(
                 };
                 idle = Some(store);
                 let compacted = committed.compaction.is_some();
-                let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, limits, &mut report);
+                let failed = finish_commit(&path, &mut pending, batch, committed, &mut compaction, &mut report);
                 retry_at = failed.then(|| tokio::time::Instant::now() + commit_interval);
                 if failed || !pending.is_empty() {
                     sooner(&mut deadline, tokio::time::Instant::now() + commit_interval);
@@ -1304,36 +1336,42 @@ impl Report {
     }
 }
 
-/// The `data_pruned` record of a compaction that pruned anything: what went, up to which
-/// evidence record (with its hash, the explanation `evidence verify` accepts for the gap), and
-/// the limits that made it go.
-pub fn pruning_draft(
+/// The records of what a compaction did: a `store_corruption` record for each row it set aside,
+/// and a `data_pruned` record if it pruned anything (what went, up to which evidence record
+/// with its hash — the explanation `evidence verify` accepts for the gap — and the limits that
+/// made it go).
+pub fn compaction_drafts(
     stats: &CompactStats,
     limits: Limits,
     now_ms: i64,
-) -> Option<crate::evidence::Draft> {
-    if stats.pruned_blocks == 0 && stats.pruned_evidence == 0 {
-        return None;
+) -> Vec<crate::evidence::Draft> {
+    let mut drafts: Vec<crate::evidence::Draft> = stats
+        .corruptions
+        .iter()
+        .map(|c| crate::evidence::Draft::new(now_ms, "store_corruption", "", &c.evidence_body()))
+        .collect();
+    if stats.pruned_blocks > 0 || stats.pruned_evidence > 0 {
+        let (through_seq, through_hash) = stats
+            .pruned_evidence_through
+            .clone()
+            .map_or((None, None), |(seq, hash)| (Some(seq), Some(hash)));
+        let body = serde_json::json!({
+            "raw_reading_blocks": stats.pruned_blocks,
+            "evidence_records": stats.pruned_evidence,
+            "evidence_pruned_through_seq": through_seq,
+            "evidence_pruned_through_hash": through_hash,
+            "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
+            "disk_budget_bytes": limits.disk_budget_bytes,
+            "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
+        });
+        drafts.push(crate::evidence::Draft::new(
+            now_ms,
+            "data_pruned",
+            "",
+            &body,
+        ));
     }
-    let (through_seq, through_hash) = stats
-        .pruned_evidence_through
-        .clone()
-        .map_or((None, None), |(seq, hash)| (Some(seq), Some(hash)));
-    let body = serde_json::json!({
-        "raw_reading_blocks": stats.pruned_blocks,
-        "evidence_records": stats.pruned_evidence,
-        "evidence_pruned_through_seq": through_seq,
-        "evidence_pruned_through_hash": through_hash,
-        "raw_retention_days": limits.raw_retention.as_secs() / 86_400,
-        "disk_budget_bytes": limits.disk_budget_bytes,
-        "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
-    });
-    Some(crate::evidence::Draft::new(
-        now_ms,
-        "data_pruned",
-        "",
-        &body,
-    ))
+    drafts
 }
 
 /// Settles a finished commit: answers its flushes, puts a failed batch back into `pending`, and
@@ -1345,7 +1383,6 @@ fn finish_commit(
     mut batch: Pending,
     committed: Committed,
     compaction: &mut Compaction,
-    limits: Limits,
     report: &mut Report,
 ) -> bool {
     let flushes = std::mem::take(&mut batch.flushes);
@@ -1371,27 +1408,18 @@ fn finish_commit(
         Some(Ok(stats)) => {
             tracing::debug!(?stats, "compacted readings");
             *compaction = Compaction::new();
-            let now = crate::clock::now_ms();
             for c in &stats.corruptions {
-                tracing::error!(path = %path.display(), table = c.table, row = c.row, first_ms = c.first_ms, last_ms = c.last_ms, error = %c.error, "a stored row does not decode; it was set aside into the quarantine table (bytes kept) and is sealed as a store_corruption record");
-                pending.drafts.push(crate::evidence::Draft::new(
-                    now,
-                    "store_corruption",
-                    "",
-                    &c.evidence_body(),
-                ));
+                tracing::error!(path = %path.display(), table = c.table, row = c.row, first_ms = c.first_ms, last_ms = c.last_ms, error = %c.error, "a stored row does not decode; it was set aside into the quarantine table (bytes kept) and sealed as a store_corruption record");
             }
             report
                 .health
                 .update(|h| h.corrupt_rows += stats.corruptions.len() as u64);
-            if let Some(draft) = pruning_draft(&stats, limits, now) {
-                // Pruning is itself on the record, sealed in the next commit.
+            if stats.pruned_blocks > 0 || stats.pruned_evidence > 0 {
                 tracing::info!(
                     blocks = stats.pruned_blocks,
                     evidence = stats.pruned_evidence,
-                    "pruned stored data"
+                    "pruned stored data (sealed as a data_pruned record)"
                 );
-                pending.drafts.push(draft);
             }
         }
         Some(Err(err)) => {

@@ -339,14 +339,15 @@ fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifie
     let head = verify::check_chain("s", &key.verifying_key(), start, &kept).unwrap();
     assert_eq!(head, store.evidence_head().unwrap());
     assert_ne!(head, Head::EMPTY);
-    // The gap is explained only once the chain holds the pruning record that names it.
+    // The compaction sealed the pruning record that names the gap, in its own transaction.
     use crate::ledger::{check_database, DbCheck};
-    assert!(matches!(
-        check_database(&store, &key.verifying_key(), Some("s")).unwrap(),
-        DbCheck::Broken(why) if why.contains("records 1–3 are missing")
-    ));
-    let draft = pruning_draft(&stats, short, now).unwrap();
-    store.append(&[], &[], &[draft]).unwrap();
+    let pruning = store.last_evidence_of("data_pruned").unwrap().unwrap();
+    let body: serde_json::Value = serde_json::from_str(&pruning.body).unwrap();
+    assert_eq!(body["evidence_pruned_through_seq"], 3);
+    assert_eq!(
+        body["evidence_pruned_through_hash"],
+        kept[0].prev_hash.as_str()
+    );
     match check_database(&store, &key.verifying_key(), Some("s")).unwrap() {
         DbCheck::Intact {
             records,
@@ -355,20 +356,17 @@ fn acknowledged_evidence_past_its_retention_is_pruned_and_the_rest_still_verifie
         } => assert_eq!((records, pruned_through), (8, Some(3))),
         other => panic!("{other:?}"),
     }
-    // A pruning record that names another hash explains nothing.
-    let mut wrong = stats.clone();
-    wrong.pruned_evidence_through = Some((3, "00".repeat(32)));
+    // The same gap made by hand (no pruning record of the chain names it) is a deletion.
     let mut other = Store::open(&dir.path().join("other.db")).unwrap();
     other.enable_evidence("s", key.clone()).unwrap();
     other.append(&[], &[], &drafts).unwrap();
-    other.set_uplink_cursor("audit", 3, now).unwrap();
-    assert_eq!(other.compact(now, short).unwrap().pruned_evidence, 3);
     other
-        .append(&[], &[], &[pruning_draft(&wrong, short, now).unwrap()])
+        .conn
+        .execute("DELETE FROM evidence WHERE seq <= 3", [])
         .unwrap();
     assert!(matches!(
         check_database(&other, &key.verifying_key(), Some("s")).unwrap(),
-        DbCheck::Broken(_)
+        DbCheck::Broken(why) if why.contains("records 1–3 are missing")
     ));
 }
 
@@ -576,9 +574,19 @@ fn a_database_overwritten_in_place_is_noticed_at_compaction() {
     // Another connection changes the chain under the writer (as a copy written over it would).
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute("DELETE FROM evidence", []).unwrap();
-    let err = store.compact(T0, limits()).unwrap_err();
+    // The next commit that would seal notices it (it would otherwise continue a chain the file
+    // no longer holds), and so does the next compaction.
+    let err = store
+        .append(
+            &[],
+            &[],
+            &[Draft::new(T0 + 1, "test", "", &serde_json::json!({}))],
+        )
+        .unwrap_err();
     assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
     assert!(err.to_string().contains("overwritten"), "{err}");
+    let err = store.compact(T0, limits()).unwrap_err();
+    assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
 }
 
 #[test]
@@ -724,7 +732,6 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
         batch,
         committed,
         &mut Compaction::new(),
-        limits(),
         &mut report,
     ));
     let message = told.try_recv().unwrap().unwrap_err();
@@ -753,7 +760,6 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
         batch,
         committed,
         &mut Compaction::new(),
-        limits(),
         &mut report,
     ));
     assert!(pending.is_empty());
@@ -795,5 +801,5 @@ fn evidence_pruning_deletes_only_a_prefix_of_the_chain_whatever_the_record_times
         .iter()
         .map(|r| r.seq)
         .collect();
-    assert_eq!(kept, vec![3, 4, 5]);
+    assert_eq!(kept, vec![3, 4, 5, 6], "6 is the data_pruned record");
 }

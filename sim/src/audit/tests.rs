@@ -199,7 +199,7 @@ fn a_silent_second_chain_is_refused_as_a_fork_and_a_declared_one_is_taken() {
                 10,
                 NEW_CHAIN,
                 "",
-                &serde_json::json!({ "reason": "disk failed", "previous_chain": { "last_seq": 6 } }),
+                &serde_json::json!({ "reason": "disk failed", "previous_chain": { "last_seq": 5, "last_hash": old[4].hash } }),
             ),
             Draft::new(11, "agent_started", "", &serde_json::json!({})),
         ],
@@ -223,5 +223,21 @@ fn a_silent_second_chain_is_refused_as_a_fork_and_a_declared_one_is_taken() {
     .unwrap()
     .0;
     assert_ne!(r.receive(&batch(&key, &forged)).0, StatusCode::OK);
+    assert_eq!(r.records(), declared);
+    // A declaration naming a previous chain that is not the one held is refused.
+    let stray = seal(
+        "site-a",
+        &key,
+        Head::EMPTY,
+        &[Draft::new(
+            13,
+            NEW_CHAIN,
+            "",
+            &serde_json::json!({ "previous_chain": { "last_seq": 1, "last_hash": "00".repeat(32) } }),
+        )],
+    )
+    .unwrap()
+    .0;
+    assert_ne!(r.receive(&batch(&key, &stray)).0, StatusCode::OK);
     assert_eq!(r.records(), declared);
 }

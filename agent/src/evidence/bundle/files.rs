@@ -46,10 +46,16 @@ pub fn open(dir: &Path, name: &str, limit: u64) -> Result<(std::fs::File, PathBu
                 .to_owned(),
         ));
     }
-    let file = std::fs::File::open(&path).map_err(|source| BundleError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    // Not through a link swapped in since, and without waiting on a pipe or device that was.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|source| BundleError::Io {
+            path: path.clone(),
+            source,
+        })?;
     // Checked again on the open file, which cannot change kind under us.
     let meta = file.metadata().map_err(|source| BundleError::Io {
         path: path.clone(),

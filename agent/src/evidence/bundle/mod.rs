@@ -214,12 +214,31 @@ struct Hashed {
 }
 
 impl Hashed {
+    /// Creates `dir/name` afresh: a file of an earlier export is replaced, a link is removed
+    /// (never followed), anything else is refused.
     fn create(dir: &Path, name: &str) -> Result<Hashed, BundleError> {
         let path = dir.join(name);
-        let file = std::fs::File::create(&path).map_err(|source| BundleError::Io {
+        let io = |source| BundleError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_file() || meta.file_type().is_symlink() => {
+                std::fs::remove_file(&path).map_err(io)?;
+            }
+            Ok(_) => {
+                return Err(BundleError::Invalid {
+                    path: path.clone(),
+                    why: "is in the way and is not a file; choose another --out folder".to_owned(),
+                })
+            }
+            Err(_) => {}
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
         Ok(Hashed {
             file: std::io::BufWriter::new(file),
             hash: Sha256::new(),
@@ -350,8 +369,9 @@ pub fn export(
     manifest.files = files;
     manifest.sign(key);
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-    let path = dir.join("manifest.json");
-    std::fs::write(&path, text).map_err(|source| BundleError::Io { path, source })?;
+    let mut out = Hashed::create(dir, "manifest.json")?;
+    out.write(text.as_bytes())?;
+    out.finish()?;
     Ok(manifest)
 }
 
@@ -497,6 +517,21 @@ pub fn verify_bundle(
             path: manifest_path.clone(),
             why,
         })?;
+    let head_consistent = manifest.chain_head_seq > manifest.last_seq
+        || (manifest.chain_head_seq == manifest.last_seq
+            && manifest.chain_head_hash == manifest.head_hash);
+    if !head_consistent {
+        return Err(invalid(
+            manifest_path,
+            format!(
+                "the chain head at export ({} {}) cannot be before the bundle's last record ({} {})",
+                manifest.chain_head_seq,
+                manifest.chain_head_hash,
+                manifest.last_seq,
+                manifest.head_hash
+            ),
+        ));
+    }
     let tz: chrono_tz::Tz = manifest.time_zone.parse().map_err(|_| {
         invalid(
             manifest_path.clone(),

@@ -392,6 +392,8 @@ fn point(name: &str, address: u16) -> PointDef {
         unit: None,
         range_min: None,
         range_max: None,
+        fault: None,
+        status: None,
     }
 }
 

@@ -20,7 +20,7 @@
 //! own duty — the agent keeps every record for the evidence retention in any case.)
 
 use super::UploadAnswer;
-use crate::evidence::{EvidenceRecord, GENESIS};
+use crate::evidence::EvidenceRecord;
 
 /// The status of an answer, as far as delivery is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +125,14 @@ pub enum Verdict {
 /// first record's `prev_hash`) the record just before it.
 fn hash_in_batch(batch: &[EvidenceRecord], seq: u64) -> Option<&str> {
     let first = batch.first()?;
-    if seq + 1 == first.seq {
+    if seq.checked_add(1) == Some(first.seq) {
         return Some(first.prev_hash.as_str());
     }
     let index = usize::try_from(seq.checked_sub(first.seq)?).ok()?;
-    batch.get(index).map(|r| r.hash.as_str())
+    batch
+        .get(index)
+        .filter(|r| r.seq == seq)
+        .map(|r| r.hash.as_str())
 }
 
 /// Judges an answer with a protocol `status` to the request `request` that carried `batch`
@@ -175,7 +178,7 @@ pub fn judge(
     // the batch continues; a 422 may have stored some of the batch before the refused record.
     let allowed = match status {
         Status::Stored => claimed >= first,
-        Status::OutOfStep => claimed + 1 < first,
+        Status::OutOfStep => claimed.saturating_add(1) < first,
         Status::Refused => true,
     };
     if !allowed {
@@ -203,14 +206,9 @@ fn compare(claimed: u64, theirs: &str, ours: &str) -> Verdict {
 }
 
 /// Settles [`Verdict::Earlier`] with the agent's own hash of that record (`None` when it is no
-/// longer kept). Record 0 is the chain's start, whose hash is [`GENESIS`].
+/// longer kept). For record 0, the chain's start, that is [`GENESIS`] — as long as the agent
+/// still holds record 1 to send again.
 pub fn confirm_earlier(through: u64, theirs: &str, ours: Option<&str>) -> Verdict {
-    let genesis = hex::encode(GENESIS);
-    let ours = if through == 0 {
-        Some(genesis.as_str())
-    } else {
-        ours
-    };
     match ours {
         Some(ours) => compare(through, theirs, ours),
         None => Verdict::Protocol(ProtocolError::LostBeyondRetention { claimed: through }),
@@ -245,7 +243,7 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{seal, Draft, Head};
+    use crate::evidence::{seal, Draft, Head, GENESIS};
     use ed25519_dalek::SigningKey;
 
     /// Records 1..=n of a chain.
@@ -396,14 +394,19 @@ mod tests {
             confirm_earlier(2, &all[1].hash, None),
             Verdict::Protocol(ProtocolError::LostBeyondRetention { claimed: 2 })
         );
-        // Lost everything: record 0 is the chain's start.
+        // Lost everything: record 0 is the chain's start, while record 1 is still kept here.
+        let genesis = hex::encode(GENESIS);
         assert_eq!(
-            confirm_earlier(0, &hex::encode(GENESIS), None),
+            confirm_earlier(0, &genesis, Some(&genesis)),
             Verdict::Holds(0)
         );
         assert!(matches!(
-            confirm_earlier(0, &all[0].hash, None),
+            confirm_earlier(0, &all[0].hash, Some(&genesis)),
             Verdict::Protocol(ProtocolError::HashMismatch { .. })
         ));
+        assert_eq!(
+            confirm_earlier(0, &genesis, None),
+            Verdict::Protocol(ProtocolError::LostBeyondRetention { claimed: 0 })
+        );
     }
 }

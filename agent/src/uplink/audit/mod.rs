@@ -259,20 +259,12 @@ impl AuditUplink {
             .map_err(|e| e.to_string())
     }
 
-    /// The agent's own hash of record `seq`, if it still holds it.
+    /// The agent's own hash of record `seq` ([`Store::evidence_hash_at`]).
     async fn hash_of(&self, seq: u64) -> Result<Option<String>, String> {
         self.reader
-            .read(move |store| {
-                Ok::<_, StoreError>(
-                    store
-                        .evidence_range(seq, 1)?
-                        .into_iter()
-                        .find(|r| r.seq == seq)
-                        .map(|r| r.hash),
-                )
-            })
+            .read(move |store| store.evidence_hash_at(seq))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e: StoreError| e.to_string())
     }
 
     async fn send(&self, request: &str, records: &[EvidenceRecord]) -> Attempt {
@@ -331,7 +323,7 @@ impl AuditUplink {
                 // The agent's own hash of an earlier record the answer names, read only then.
                 let first = records.first().map_or(0, |r| r.seq);
                 let through = answer.stored_through;
-                let ours = if through > 0 && through + 1 < first {
+                let ours = if through.saturating_add(1) < first {
                     match self.hash_of(through).await {
                         Ok(h) => h,
                         Err(e) => return (Some(status), Err(e)),
@@ -356,6 +348,13 @@ impl AuditUplink {
         loop {
             if stop.is_cancelled() {
                 return;
+            }
+            // A database file replaced under the agent is not its chain: send nothing from it.
+            if self.state.store_health().get().replaced.is_some() {
+                if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
             }
             let (cursor, head, records) = match self.load(acked).await {
                 Ok(x) => x,
@@ -383,7 +382,7 @@ impl AuditUplink {
             let next = match verdict {
                 Err(why) => {
                     if !failing {
-                        tracing::warn!(url = %self.config.url, error = %why.escape_debug(), backlog = head - cursor, "audit system unreachable; evidence is kept and retried");
+                        tracing::warn!(url = %self.config.url, error = %why.escape_debug(), backlog = head.saturating_sub(cursor), "audit system unreachable; evidence is kept and retried");
                         failing = true;
                     }
                     cursor
@@ -450,7 +449,21 @@ fn read_batch(
         None => store.uplink_cursor(CURSOR)?,
     };
     let head = store.evidence_head()?.seq;
-    let records = store.evidence_range(acked + 1, batch)?;
+    let mut records = store.evidence_range(acked + 1, batch)?;
+    // Only consecutive records from the cursor on: a gap (a record deleted from the database)
+    // ends the batch, and one at the start sends nothing (the receiver could not take it).
+    let run = records
+        .iter()
+        .zip(acked + 1..)
+        .take_while(|(r, expected)| r.seq == *expected)
+        .count();
+    if run < records.len() {
+        tracing::error!(
+            missing = acked + 1 + run as u64,
+            "an evidence record is missing from the database; delivery stops before it (sealwatch evidence verify names the gap)"
+        );
+        records.truncate(run);
+    }
     Ok((acked, head, records))
 }
 
