@@ -422,8 +422,9 @@ pub struct Store {
     identity: Option<integrity::FileIdentity>,
     /// The chain anchor file to keep up to date, and the head last written to it.
     anchor: Option<(PathBuf, Option<u64>)>,
-    /// Where the block scrub goes on (a row id of `reading_blocks`).
+    /// Where the block scrub goes on (a row id of `reading_blocks`), and when it last ran.
     scrub_after: i64,
+    scrub_last: Option<Instant>,
     /// What the writer reports about itself.
     health: HealthHandle,
 }
@@ -456,6 +457,7 @@ impl Store {
             identity: None,
             anchor: None,
             scrub_after: 0,
+            scrub_last: None,
             health: HealthHandle::default(),
         };
         schema::migrate(&mut store.conn, path)?;
@@ -488,6 +490,7 @@ impl Store {
             identity: None,
             anchor: None,
             scrub_after: 0,
+            scrub_last: None,
             health: HealthHandle::default(),
         })
     }
@@ -705,6 +708,7 @@ impl Store {
             path,
             sealer,
             scrub_after,
+            scrub_last,
             ..
         } = self;
         let sql = |context| sql_err(path, context);
@@ -723,7 +727,9 @@ impl Store {
                 )
                 .map_err(sql("pruning old readings"))?;
         }
-        let (found, next) = integrity::scrub_blocks(&tx, path, *scrub_after, now_ms)?;
+        let budget = integrity::scrub_budget(scrub_last.map_or(Duration::ZERO, |t| t.elapsed()));
+        *scrub_last = Some(Instant::now());
+        let (found, next) = integrity::scrub_blocks(&tx, path, *scrub_after, budget, now_ms)?;
         stats.corruptions.extend(found);
         *scrub_after = next;
         (stats.pruned_evidence, stats.pruned_evidence_through) =
