@@ -10,6 +10,7 @@ pub mod config;
 pub mod evidence;
 pub mod ledger;
 pub mod notify;
+pub mod pipeline;
 pub mod poll;
 pub mod replay;
 pub mod rules;

@@ -44,6 +44,11 @@ enum Command {
     Status(StatusArgs),
     /// Commissioning tools for a bus: scan, read, write, watch, verify.
     Commission(sealwatch_agent::commission::CommissionArgs),
+    /// Open or close a calibration, maintenance or shutdown window on a bin, an analyzer or a
+    /// device of the running agent: its data is flagged C, M or F and kept out of compliance
+    /// figures; who, what and why go on the record.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// Check a configuration file and the profiles it uses; report every problem.
     CheckConfig {
         /// Site configuration file.
@@ -60,6 +65,70 @@ enum Command {
         /// Write the outputs here instead of to standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+/// What a window covers: exactly one of these.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct WindowTarget {
+    /// A bin, `furnace/bin`.
+    #[arg(long)]
+    bin: Option<String>,
+    /// An analyzer, `furnace/analyzer`.
+    #[arg(long)]
+    analyzer: Option<String>,
+    /// A device: every bin and analyzer it serves.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl WindowTarget {
+    fn name(&self) -> String {
+        self.bin
+            .clone()
+            .or_else(|| self.analyzer.clone())
+            .or_else(|| self.device.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// `sealwatch maintenance …`
+#[derive(Subcommand)]
+enum MaintenanceCommand {
+    /// Open a window.
+    Start {
+        /// Site configuration (where the agent's status page listens).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        target: WindowTarget,
+        /// `calibration` (C), `maintenance` (M) or `shutdown` (F).
+        #[arg(long)]
+        kind: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who.
+        #[arg(long)]
+        by: String,
+    },
+    /// Close the window open on a target.
+    End {
+        /// Site configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        target: WindowTarget,
+        /// Who.
+        #[arg(long)]
+        by: String,
+    },
+    /// List the windows open now.
+    List {
+        /// Site configuration.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -135,6 +204,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Status(args) => status(&args),
         Command::Commission(args) => commission(args),
+        Command::Maintenance(command) => exit_with(maintenance(command)),
         Command::CheckConfig { config } => check_config(&config),
         Command::Keygen { out } => exit_with(keygen(&out)),
         Command::Evidence(EvidenceCommand::Verify {
@@ -301,6 +371,90 @@ fn commission(args: sealwatch_agent::commission::CommissionArgs) -> ExitCode {
     }
 }
 
+/// `sealwatch maintenance …`: asks the running agent (its status page on this machine).
+fn maintenance(command: MaintenanceCommand) -> anyhow::Result<()> {
+    use sealwatch_agent::pipeline::WindowCommand;
+    use sealwatch_agent::rules::{Window, WindowKind};
+    use sealwatch_agent::status::client;
+    let (config, command) = match command {
+        MaintenanceCommand::Start {
+            config,
+            target,
+            kind,
+            reason,
+            by,
+        } => {
+            let kind = WindowKind::parse(&kind).with_context(|| {
+                format!(
+                    "'{kind}' is not a window kind; expected calibration, maintenance or shutdown"
+                )
+            })?;
+            let window = Window {
+                target: target.name(),
+                kind,
+                reason,
+                by,
+            };
+            (config, Some(WindowCommand::Start(window)))
+        }
+        MaintenanceCommand::End { config, target, by } => (
+            config,
+            Some(WindowCommand::End {
+                target: target.name(),
+                by,
+            }),
+        ),
+        MaintenanceCommand::List { config } => (config, None),
+    };
+    let cfg = config::load(&config)?;
+    let addr = cfg
+        .status_listen
+        .context("the config turns the status page off ([status].listen = \"\"); windows are given to the running agent through it")?;
+    let url = format!("http://{addr}");
+    let timeout = std::time::Duration::from_secs(10);
+    let Some(command) = command else {
+        let view = client::fetch_state(&url)?;
+        if view.windows.is_empty() {
+            println!("no window open");
+        }
+        for w in &view.windows {
+            println!(
+                "{}: {} since {} by {} — {}{}",
+                w.target,
+                w.kind,
+                sealwatch_agent::rules::time::local_seconds(cfg.site.time_zone, w.since_ms),
+                w.by,
+                w.reason,
+                if w.overdue { " (OVERDUE)" } else { "" }
+            );
+        }
+        return Ok(());
+    };
+    let body = serde_json::to_string(&command)?;
+    let (code, answer) =
+        client::http_request("POST", &url, "/api/maintenance", Some(&body), timeout)
+            .with_context(|| format!("the agent does not answer at {url}; is it running?"))?;
+    anyhow::ensure!(
+        code == 200,
+        "the agent refused: {}",
+        answer.trim().escape_debug()
+    );
+    let outputs: Vec<serde_json::Value> = serde_json::from_str(&answer).unwrap_or_default();
+    for o in &outputs {
+        if let Some(kind @ ("window_started" | "window_ended")) = o["kind"].as_str() {
+            println!(
+                "{kind}: {} {} at {} (on the record)",
+                o["target"].as_str().unwrap_or(""),
+                o["window"].as_str().unwrap_or(""),
+                o["at_ms"].as_i64().map_or(String::new(), |t| {
+                    sealwatch_agent::rules::time::local_seconds(cfg.site.time_zone, t)
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Tells systemd the agent is ready and feeds its watchdog (both no-ops outside systemd).
 fn service_started(
     agent: &run::RunningAgent,
@@ -348,17 +502,32 @@ fn check_config(path: &Path) -> ExitCode {
 
 fn replay(config_path: &Path, readings: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     use sealwatch_agent::poll::PointTable;
+    use sealwatch_agent::replay::ReplayItem;
     use sealwatch_agent::rules::{Engine, Replay, RulesConfig};
     use std::io::Write as _;
 
     let cfg = config::load(config_path)?;
     let points = PointTable::new(&cfg);
-    let input = sealwatch_agent::replay::read_readings(readings, &points)?;
+    let input = sealwatch_agent::replay::read_replay(readings, &points)?;
     let rules = RulesConfig::new(&cfg, &points);
     let engine = Engine::new(&rules);
     let ruleset = engine.ruleset().to_owned();
     let mut replay = Replay::new(engine, points.points.iter().map(|p| p.device).collect());
-    let mut outputs = replay.push(&input);
+    let mut outputs = Vec::new();
+    let mut count = 0usize;
+    for item in &input {
+        match item {
+            ReplayItem::Reading(r) => {
+                count += 1;
+                outputs.extend(replay.push(std::slice::from_ref(r)));
+            }
+            ReplayItem::Window { at_ms, command } => outputs.extend(
+                replay
+                    .window(*at_ms, command)
+                    .with_context(|| format!("{}: window at {at_ms}", readings.display()))?,
+            ),
+        }
+    }
     outputs.extend(replay.finish());
     let mut text = String::new();
     for o in &outputs {
@@ -373,8 +542,7 @@ fn replay(config_path: &Path, readings: &Path, out: Option<&Path>) -> anyhow::Re
             .context("cannot write to standard output")?,
     }
     eprintln!(
-        "replayed {} readings under rule set {ruleset}: {} outputs",
-        input.len(),
+        "replayed {count} readings under rule set {ruleset}: {} outputs",
         outputs.len()
     );
     Ok(())

@@ -10,15 +10,22 @@
 //! - **CSV** (`.csv`): header `at_ms,point,value,flag`; `value` is a number, `exception:4` or
 //!   `fault:timeout`; `flag` may be empty.
 //!
-//! `point` is `device/point` as in the site config. Readings must be in the order they were
+//! `point` is `device/point` as in the site config. A value is flagged by the point's measuring
+//! range as the agent does (T at or above `range_max`). Readings must be in the order they were
 //! taken, as the agent records them; identical input gives byte-identical output.
+//!
+//! A JSON line may instead open or close a window, as `sealwatch maintenance` does live:
+//! `{"at_ms": …, "window": "start", "target": "F1/NMHC", "kind": "calibration", "reason": "…",
+//! "by": "…"}` or `{"at_ms": …, "window": "end", "target": "F1/NMHC", "by": "…"}`.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::pipeline::WindowCommand;
 use crate::poll::reading::{Fault, Flag, Outcome, Reading};
 use crate::poll::PointTable;
+use crate::rules::{Window, WindowKind};
 
 /// A replay input that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +61,57 @@ struct JsonReading {
     flag: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonWindow {
+    at_ms: i64,
+    window: String,
+    target: String,
+    kind: Option<String>,
+    reason: Option<String>,
+    by: String,
+}
+
+/// One line of a replay file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayItem {
+    /// A reading.
+    Reading(Reading),
+    /// A window opened or closed at `at_ms`.
+    Window {
+        /// When.
+        at_ms: i64,
+        /// What.
+        command: WindowCommand,
+    },
+}
+
+fn parse_window(line: &str) -> Result<ReplayItem, String> {
+    let j: JsonWindow = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let command = match j.window.as_str() {
+        "start" => {
+            let kind = j.kind.as_deref().unwrap_or_default();
+            WindowCommand::Start(Window {
+                target: j.target,
+                kind: WindowKind::parse(kind).ok_or_else(|| {
+                    format!("unknown window kind '{kind}'; expected calibration, maintenance or shutdown")
+                })?,
+                reason: j.reason.unwrap_or_default(),
+                by: j.by,
+            })
+        }
+        "end" => WindowCommand::End {
+            target: j.target,
+            by: j.by,
+        },
+        other => return Err(format!("window '{other}' is neither start nor end")),
+    };
+    Ok(ReplayItem::Window {
+        at_ms: j.at_ms,
+        command,
+    })
+}
+
 fn fault(name: &str) -> Option<Fault> {
     Some(match name {
         "timeout" => Fault::Timeout,
@@ -81,7 +139,11 @@ fn reading(
     let id = points.by_key(point).ok_or_else(|| {
         format!("unknown point '{point}' (expected device/point from the site config)")
     })?;
-    let mut r = Reading::new(at_ms, id, outcome, (None, None));
+    let range = points
+        .points
+        .get(id.0 as usize)
+        .map_or((None, None), |p| p.range);
+    let mut r = Reading::new(at_ms, id, outcome, range);
     if let Some(text) = flag_text.filter(|t| !t.is_empty()) {
         r.flag = flag(text)
             .ok_or_else(|| format!("unknown flag '{text}'; expected one of N F M S D C T B"))?;
@@ -127,8 +189,8 @@ fn parse_csv(points: &PointTable, line: &str) -> Result<Reading, String> {
     reading(points, at_ms, point, outcome, rest.first().copied())
 }
 
-/// Reads every reading of a replay file.
-pub fn read_readings(path: &Path, points: &PointTable) -> Result<Vec<Reading>, ReplayError> {
+/// Reads every line of a replay file: readings, and windows opened or closed.
+pub fn read_replay(path: &Path, points: &PointTable) -> Result<Vec<ReplayItem>, ReplayError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
         path: path.to_owned(),
         source,
@@ -144,9 +206,11 @@ pub fn read_readings(path: &Path, points: &PointTable) -> Result<Vec<Reading>, R
             continue;
         }
         let parsed = if csv {
-            parse_csv(points, line)
+            parse_csv(points, line).map(ReplayItem::Reading)
+        } else if line.contains("\"window\"") {
+            parse_window(line)
         } else {
-            parse_json(points, line)
+            parse_json(points, line).map(ReplayItem::Reading)
         };
         out.push(parsed.map_err(|reason| ReplayError::Line {
             path: path.to_owned(),
@@ -155,6 +219,17 @@ pub fn read_readings(path: &Path, points: &PointTable) -> Result<Vec<Reading>, R
         })?);
     }
     Ok(out)
+}
+
+/// Reads the readings of a replay file (windows left out).
+pub fn read_readings(path: &Path, points: &PointTable) -> Result<Vec<Reading>, ReplayError> {
+    Ok(read_replay(path, points)?
+        .into_iter()
+        .filter_map(|item| match item {
+            ReplayItem::Reading(r) => Some(r),
+            ReplayItem::Window { .. } => None,
+        })
+        .collect())
 }
 
 /// One reading as a replay JSON line (the inverse of the reader).

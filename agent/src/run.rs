@@ -14,10 +14,11 @@ use crate::clock::now_ms;
 use crate::config::{SiteConfig, Transport};
 use crate::evidence::anchor::{AnchorError, ForkError, StartFacts};
 use crate::evidence::{self, sign::KeyError, Draft, EvidenceRecord};
+use crate::pipeline::Pipeline;
 use crate::poll::bus::spawn_buses;
 use crate::poll::reading::Reading;
 use crate::poll::PointTable;
-use crate::rules::{Engine, Output, RulesConfig};
+use crate::rules::{Engine, RulesConfig, Window};
 use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
 use crate::store::{spawn_writer, Limits, Store, StoreError};
@@ -100,13 +101,14 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
     let store_health = state.store_health();
     let anchor_file = config.evidence.anchor_file.clone();
     let anchored = anchor.as_ref().map(|a| a.seq);
-    let (mut store, ids, last_start, mut facts) =
+    let (mut store, ids, last_start, mut facts, open_windows) =
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut store = Store::open(&db_path)?;
             store.report_health_to(store_health);
             let ids = store.register_points(&keys)?;
             let head = store.enable_evidence(&site_id, key)?;
             let last_start = store.last_evidence_of("agent_started")?;
+            let open_windows = open_windows_of(&store)?;
             let first = store.evidence_range(0, 1)?.into_iter().next();
             let facts = StartFacts {
                 db_hash_at_anchor: match anchored {
@@ -124,7 +126,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 receiver: None,
                 db_hash_at_receiver: None,
             };
-            Ok((store, ids, last_start, facts))
+            Ok((store, ids, last_start, facts, open_windows))
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -157,13 +159,21 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
     let (store_handle, writer) = spawn_writer(store, ids, config.store.commit_interval, limits);
     let rules = RulesConfig::new(&config, &points);
     let _ = store_handle
-        .send_evidence(vec![started_evidence(
-            &config,
-            &rules.version(),
-            last_start.as_ref(),
-        )])
+        .send_evidence(vec![
+            started_evidence(&config, &rules.version(), last_start.as_ref()),
+            Draft::new(
+                now_ms(),
+                "rule_set",
+                "",
+                &serde_json::json!({
+                    "ruleset": rules.version(),
+                    "values": rules.values_in_force(),
+                }),
+            ),
+        ])
         .await;
 
+    let (command_tx, mut commands) = mpsc::channel::<crate::status::WindowRequest>(16);
     let status = match config.status_listen {
         Some(addr) => {
             let (bound, task) = status::serve(
@@ -171,6 +181,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 config.clone(),
                 points.clone(),
                 state.clone(),
+                command_tx,
                 stop.clone(),
             )
             .await?;
@@ -193,11 +204,29 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             }
         }
     }
-    let pipeline_state = state.clone();
-    let mut engine = Engine::new(&rules);
-    let device_names: Vec<String> = config.devices.iter().map(|d| d.name.clone()).collect();
-    let mut device_seen: Vec<(bool, bool)> = vec![(true, false); device_names.len()];
-    let pipeline_points = points.clone();
+    let engine = Engine::new(&rules);
+    let mut pipeline = Pipeline::new(
+        engine,
+        points.clone(),
+        state.clone(),
+        config.devices.iter().map(|d| d.name.clone()).collect(),
+        config
+            .devices
+            .iter()
+            .map(|d| config.buses[d.bus].degrade_after)
+            .collect(),
+        config.rules.clock_jump_tolerance_ms,
+    );
+    for (window, since) in &open_windows {
+        match pipeline.restore_window(window, *since) {
+            Ok(()) => {
+                tracing::info!(target = %window.target, kind = window.kind.name(), since_ms = since, "a window open at the last stop is open again")
+            }
+            Err(e) => {
+                tracing::warn!(target = %window.target, error = %e, "a window open at the last stop cannot be opened again")
+            }
+        }
+    }
     let uplink = match &config.audit_uplink {
         Some(cfg) => {
             let token = CancellationToken::new();
@@ -235,7 +264,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         })
         .collect();
     tracing::info!(
-        ruleset = engine.ruleset(),
+        ruleset = pipeline.engine().ruleset(),
         bins = rules.bins.len(),
         analyzers = rules.analyzers.len(),
         "rules engine ready"
@@ -245,39 +274,53 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         // group (one device, one time): exactly the engine's unit of input.
         // Whatever polls are waiting are taken together: one hand-over to the store for all.
         let mut polls: Vec<Vec<Reading>> = Vec::with_capacity(POLLS_PER_HANDOVER);
-        while rx.recv_many(&mut polls, POLLS_PER_HANDOVER).await > 0 {
-            let mut readings = Vec::with_capacity(polls.iter().map(Vec::len).sum());
-            let mut outputs = Vec::new();
-            let mut drafts = Vec::new();
-            let health = pipeline_state.record_polls(&polls, |r| {
-                pipeline_points
-                    .points
-                    .get(r.point.0 as usize)
-                    .map(|p| p.device)
-            });
-            for (batch, health) in polls.drain(..).zip(health) {
-                if let Some(draft) = device_evidence(
-                    &batch,
-                    health,
-                    &pipeline_points,
-                    &pipeline_state,
-                    &device_names,
-                    &mut device_seen,
-                ) {
-                    drafts.push(draft);
+        let started = std::time::Instant::now();
+        let mut commands_open = true;
+        loop {
+            let command = tokio::select! {
+                n = rx.recv_many(&mut polls, POLLS_PER_HANDOVER) => {
+                    if n == 0 {
+                        break;
+                    }
+                    None
                 }
-                let found = engine.ingest_poll(&batch);
-                log_outputs(&found);
-                outputs.extend(found);
-                readings.extend(batch);
+                command = commands.recv(), if commands_open => match command {
+                    Some(c) => Some(c),
+                    None => {
+                        commands_open = false;
+                        None
+                    }
+                },
+            };
+            if let Some((command, reply)) = command {
+                let result = pipeline.window(&command, now_ms());
+                let answer = match result {
+                    Ok(outputs) => {
+                        let sent = store_handle
+                            .send_with_outputs(Vec::new(), outputs.clone())
+                            .await;
+                        match sent {
+                            Ok(()) => store_handle
+                                .flush()
+                                .await
+                                .map(|()| outputs)
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
+                continue;
             }
-            // Once per hand-over, for the status page: the bins that changed, and the outputs.
-            pipeline_state.note_judgements(&engine.take_bin_changes(), &outputs);
-            if !drafts.is_empty() && store_handle.send_evidence(drafts).await.is_err() {
+            let handover = pipeline.handover(&mut polls, now_ms(), started.elapsed());
+            if !handover.drafts.is_empty()
+                && store_handle.send_evidence(handover.drafts).await.is_err()
+            {
                 break;
             }
             if store_handle
-                .send_with_outputs(readings, outputs)
+                .send_with_outputs(handover.readings, handover.outputs)
                 .await
                 .is_err()
             {
@@ -346,6 +389,36 @@ fn live_values(
     }
 }
 
+/// The windows open when the agent last stopped: the last `window_started` of each target not
+/// followed by its `window_ended`, with when it began.
+fn open_windows_of(store: &Store) -> Result<Vec<(Window, i64)>, StoreError> {
+    let mut open: std::collections::BTreeMap<String, (Window, i64)> = Default::default();
+    let rows = store.outputs_after(0, &["window_started", "window_ended"], usize::MAX >> 1)?;
+    for (_, kind, body) in rows {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let target = v["target"].as_str().unwrap_or_default().to_owned();
+        if kind == "window_ended" {
+            open.remove(&target);
+            continue;
+        }
+        let window =
+            crate::rules::WindowKind::parse(v["window"].as_str().unwrap_or_default()).map(|kind| {
+                Window {
+                    target: target.clone(),
+                    kind,
+                    reason: v["reason"].as_str().unwrap_or_default().to_owned(),
+                    by: v["by"].as_str().unwrap_or_default().to_owned(),
+                }
+            });
+        if let (Some(w), Some(at)) = (window, v["at_ms"].as_i64()) {
+            open.insert(target, (w, at));
+        }
+    }
+    Ok(open.into_values().collect())
+}
+
 /// The `agent_started` record: version, configuration fingerprint, rule set, and whether the
 /// configuration changed since the last start; the gap since the previous record is visible
 /// from the chain itself.
@@ -376,81 +449,6 @@ fn started_evidence(
             "config_changed": changed,
         }),
     )
-}
-
-/// `device_fault` / `device_recovered` records when a device of this batch was degraded or
-/// disconnected, or is back.
-fn device_evidence(
-    batch: &[Reading],
-    health: Option<(bool, bool)>,
-    points: &PointTable,
-    state: &PlantState,
-    names: &[String],
-    seen: &mut [(bool, bool)],
-) -> Option<Draft> {
-    let first = batch.first()?;
-    let device = points.points.get(first.point.0 as usize)?.device;
-    let (connected, degraded) = health?;
-    let before = seen[device];
-    seen[device] = (connected, degraded);
-    let healthy = |(c, d): (bool, bool)| c && !d;
-    match (healthy(before), healthy((connected, degraded))) {
-        (true, false) => {
-            let problem = state
-                .with_device(device, |h| h.last_error.clone())
-                .flatten();
-            Some(Draft::new(
-                first.at_ms,
-                "device_fault",
-                &names[device],
-                &serde_json::json!({ "connected": connected, "degraded": degraded, "problem": problem }),
-            ))
-        }
-        (false, true) => Some(Draft::new(
-            first.at_ms,
-            "device_recovered",
-            &names[device],
-            &serde_json::json!({}),
-        )),
-        _ => None,
-    }
-}
-
-/// Logs what operators should hear about at once.
-fn log_outputs(outputs: &[Output]) {
-    for o in outputs {
-        match o {
-            Output::BreachStarted { bin, signature, .. } => {
-                tracing::warn!(%bin, ?signature, "seal breach")
-            }
-            Output::BreachEnded {
-                bin, duration_ms, ..
-            } => tracing::warn!(%bin, duration_s = duration_ms / 1000, "seal breach ended"),
-            Output::NmhcExceedanceStarted {
-                analyzer,
-                value,
-                limit,
-                ..
-            } => tracing::warn!(%analyzer, value, limit, "NMHC above the single-value limit"),
-            Output::NmhcHour {
-                analyzer,
-                avg: Some(avg),
-                exceeded: true,
-                hourly_limit,
-                ..
-            } => {
-                tracing::warn!(%analyzer, avg, hourly_limit, "NMHC hourly average above the limit")
-            }
-            Output::SealState {
-                bin,
-                from,
-                to,
-                reason,
-                ..
-            } => tracing::debug!(%bin, %from, %to, %reason, "seal state"),
-            _ => {}
-        }
-    }
 }
 
 impl RunningAgent {

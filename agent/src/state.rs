@@ -79,6 +79,23 @@ pub struct AuditHealth {
     pub problem_since_ms: Option<i64>,
 }
 
+/// A window open now, as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowView {
+    /// Bin or analyzer.
+    pub target: String,
+    /// `calibration`, `maintenance` or `shutdown`.
+    pub kind: String,
+    /// Since, ms.
+    pub since_ms: i64,
+    /// Why.
+    pub reason: String,
+    /// Who opened it.
+    pub by: String,
+    /// Open longer than its kind's maximum.
+    pub overdue: bool,
+}
+
 /// The snapshot behind [`PlantState`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlantSnapshot {
@@ -112,6 +129,12 @@ pub struct PlantSnapshot {
     pub audit: AuditHealth,
     /// The store (copied from its [`HealthHandle`] at each snapshot).
     pub store: StoreHealth,
+    /// Windows open now.
+    pub windows: Vec<WindowView>,
+    /// The last clock jump the rules saw (a `clock_jump` output).
+    pub last_clock_jump: Option<Output>,
+    /// Each analyzer's state from its status register (`furnace/analyzer` → state), once known.
+    pub analyzer_states: BTreeMap<String, crate::rules::InstrumentState>,
     #[serde(skip)]
     rate_window: (i64, u64),
 }
@@ -244,6 +267,15 @@ impl PlantState {
                     Output::NmhcHour { analyzer, .. } => {
                         s.nmhc_last_hour.insert(analyzer.clone(), o.clone());
                     }
+                    Output::ClockJump { .. } => s.last_clock_jump = Some(o.clone()),
+                    Output::AnalyzerState { analyzer, to, .. } => {
+                        s.analyzer_states.insert(analyzer.clone(), *to);
+                    }
+                    Output::WindowOverdue { target, .. } => {
+                        for w in s.windows.iter_mut().filter(|w| &w.target == target) {
+                            w.overdue = true;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -261,6 +293,33 @@ impl PlantState {
     /// Records how long the last upload batch took to be acknowledged.
     pub fn set_upload_latency(&self, latency: std::time::Duration) {
         self.lock().upload_latency_s = Some(latency.as_secs_f64());
+    }
+
+    /// The windows open now: (target, kind, since, reason, by).
+    pub fn set_open_windows(
+        &self,
+        open: Vec<(String, crate::rules::WindowKind, i64, String, String)>,
+    ) {
+        let mut s = self.lock();
+        let overdue: Vec<String> = s
+            .windows
+            .iter()
+            .filter(|w| w.overdue)
+            .map(|w| w.target.clone())
+            .collect();
+        s.windows = open
+            .into_iter()
+            .map(|(target, kind, since_ms, reason, by)| WindowView {
+                overdue: overdue.contains(&target),
+                target,
+                kind: kind.name().to_owned(),
+                since_ms,
+                reason,
+                by,
+            })
+            .collect();
+        drop(s);
+        self.bump();
     }
 
     /// Counts an audit answer that proved nothing and shows why.

@@ -159,6 +159,33 @@ fn sensor_faults_are_unknown_not_breach() {
 }
 
 #[test]
+fn a_broken_level_loop_keeps_level_fault_set_and_the_level_register_at_zero_for_as_long_as_it_lasts(
+) {
+    let mut n = commissioned();
+    hold(&mut n, sample(true, false, false, 12_000), 0, 300);
+    assert_eq!(n.discrete_input(DI_LEVEL_FAULT), Some(false));
+    assert_ne!(n.input_register(IR_LEVEL_MM), Some(0));
+    // The wire breaks (0 µA): for the whole minute it stays broken the node says so, and the
+    // level register reads 0 — documented as "no level", which the agent reads only together
+    // with level_fault and fault_bits.
+    for t in (310..60_000).step_by(5_000) {
+        hold(&mut n, sample(true, false, true, 0), t, t + 200);
+        assert_eq!(n.discrete_input(DI_LEVEL_FAULT), Some(true), "at {t} ms");
+        assert_eq!(n.input_register(IR_LEVEL_MM), Some(0), "at {t} ms");
+        assert_eq!(n.input_register(IR_LEVEL_RAW_UA), Some(0));
+        assert_eq!(
+            n.fault_bits() & FAULT_LEVEL_LOW_CURRENT,
+            FAULT_LEVEL_LOW_CURRENT
+        );
+        assert_eq!(state(&n), SealState::Unknown);
+    }
+    // Mended: the fault clears with the first valid current.
+    hold(&mut n, sample(true, false, false, 12_000), 60_300, 60_600);
+    assert_eq!(n.discrete_input(DI_LEVEL_FAULT), Some(false));
+    assert_eq!(n.fault_bits() & FAULT_LEVEL_LOW_CURRENT, 0);
+}
+
+#[test]
 fn blank_storage_runs_on_defaults_and_stays_unknown_until_commissioned() {
     let mut n = SealNode::new(RamStorage::blank(), DeviceIdentity::seal_node("SN-8"));
     assert!(!n.is_commissioned());

@@ -97,6 +97,8 @@ pub struct BinModel {
     pub lid_stuck_until: Option<f64>,
     /// Level transmitter broken wire (loop current 0) until this time.
     pub level_broken_until: Option<f64>,
+    /// Level transmitter frozen (it keeps sending this level) until this time.
+    pub level_frozen: Option<(f64, f64)>,
     /// Lid cycles counter.
     pub lid_cycles: u32,
     /// Breach counter.
@@ -122,6 +124,15 @@ impl BinModel {
 
     fn level_broken(&self, t: f64) -> bool {
         self.level_broken_until.is_some_and(|u| t < u)
+    }
+
+    /// The level the transmitter reports at `t`: the material level with the millimetre or two
+    /// a live transmitter always flickers by — or, while frozen, the same value all along.
+    fn measured_level_mm(&self, t: f64, bin: usize) -> f64 {
+        match self.level_frozen {
+            Some((level, until)) if t < until => level,
+            _ => self.level_mm + (1.5 * (t * 2.3 + bin as f64).sin()).round(),
+        }
     }
 
     /// The node's local seal state.
@@ -197,7 +208,17 @@ pub struct AnalyzerModel {
     pub furnace: usize,
     /// Baseline NMHC, mg/m³.
     pub baseline: f64,
+    /// In calibration with span gas until this time.
+    pub calibrating_until: Option<f64>,
 }
+
+/// The span gas the simulated analyzers are calibrated with, mg/m³ (above the 30 mg/m³
+/// single-value limit, as real span gas often is).
+pub const SPAN_GAS_MG_M3: f64 = 80.0;
+
+/// The status register value of an analyzer calibrating with span gas (the shipped
+/// `nmhc-analyzer` profile maps 1 and 2 to calibration).
+pub const STATUS_SPAN_CALIBRATION: u16 = 2;
 
 /// What a device is in the plant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +340,7 @@ impl Plant {
                     breaching: false,
                     lid_stuck_until: None,
                     level_broken_until: None,
+                    level_frozen: None,
                     lid_cycles: 0,
                     breach_count: 0,
                     was_breach: false,
@@ -331,6 +353,7 @@ impl Plant {
                     key: format!("{}/{}", f.name, a.name),
                     furnace: fi,
                     baseline: 1.2 + 0.3 * n as f64,
+                    calibrating_until: None,
                 });
             }
         }
@@ -380,6 +403,20 @@ impl Plant {
         self.bins.iter().position(|b| b.key == key)
     }
 
+    /// The analyzer with this key (`furnace/analyzer`) or whose device has this name.
+    pub fn analyzer(&self, target: &str) -> Option<usize> {
+        self.analyzers
+            .iter()
+            .position(|a| a.key == target)
+            .or_else(|| {
+                let d = self.device(target)?;
+                match self.devices[d].role {
+                    Role::Analyzer(a) => Some(a),
+                    _ => None,
+                }
+            })
+    }
+
     /// The device with this name.
     pub fn device(&self, name: &str) -> Option<usize> {
         self.devices.iter().position(|d| d.name == name)
@@ -403,7 +440,7 @@ impl Plant {
         let level_ua = if b.level_broken(self.t) {
             0
         } else {
-            (4000.0 + b.level_mm / LEVEL_SPAN_MM * 16000.0).round() as u16
+            (4000.0 + b.measured_level_mm(self.t, bin) / LEVEL_SPAN_MM * 16000.0).round() as u16
         };
         Sensors {
             lid_closed,
@@ -423,10 +460,11 @@ impl Plant {
                 let (closed, open) = bin.lid_switches(t);
                 let broken = bin.level_broken(t);
                 let lid_fault = closed && open;
+                let level = bin.measured_level_mm(t, b);
                 let ua = if broken {
                     0.0
                 } else {
-                    4000.0 + bin.level_mm / LEVEL_SPAN_MM * 16000.0
+                    4000.0 + level / LEVEL_SPAN_MM * 16000.0
                 };
                 match point {
                     "lid_closed" => f64::from(u8::from(closed)),
@@ -438,7 +476,7 @@ impl Plant {
                         if broken {
                             0.0
                         } else {
-                            bin.level_mm.round()
+                            level.round()
                         }
                     }
                     "level_raw_ua" => ua.round(),
@@ -465,12 +503,17 @@ impl Plant {
                 let an = &self.analyzers[a];
                 // Deterministic small wobble around the baseline.
                 let wobble = 0.15 * (t / 17.0 + a as f64).sin();
-                let nmhc = an.baseline + wobble + self.plume[an.furnace];
+                let calibrating = an.calibrating_until.is_some_and(|u| t < u);
+                let nmhc = if calibrating {
+                    SPAN_GAS_MG_M3
+                } else {
+                    an.baseline + wobble + self.plume[an.furnace]
+                };
                 match point {
                     "nmhc" => nmhc,
                     "methane" => 2.1,
                     "thc" => nmhc + 2.1,
-                    "status" => 0.0,
+                    "status" if calibrating => f64::from(STATUS_SPAN_CALIBRATION),
                     _ => 0.0,
                 }
             }

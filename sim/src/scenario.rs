@@ -31,6 +31,12 @@ pub enum Action {
     LidStuckOpen,
     /// The bin's level transmitter loses its loop current for `duration_s` (bin).
     LevelWireBroken,
+    /// The bin's level transmitter freezes at its current reading for `duration_s` (bin).
+    LevelFrozen,
+    /// The analyzer calibrates with span gas for `duration_s` (default 120): its status
+    /// register says calibration and it reads the span gas (analyzer `furnace/analyzer`, or its
+    /// device).
+    Calibrate,
     /// The device stops answering (device); with `duration_s`, only for that long.
     Silence,
     /// The device answers again (device).
@@ -68,6 +74,8 @@ impl Action {
             "breach" => Action::Breach,
             "lid-stuck-open" => Action::LidStuckOpen,
             "level-wire-broken" => Action::LevelWireBroken,
+            "level-frozen" => Action::LevelFrozen,
+            "calibrate" => Action::Calibrate,
             "silence" => Action::Silence,
             "restore" => Action::Restore,
             "fail" => Action::Fail,
@@ -219,7 +227,7 @@ pub fn apply(plant: &mut Plant, event: &Event) -> Result<(), ScenarioError> {
         target: event.target.clone(),
     };
     match event.action {
-        Action::Breach | Action::LidStuckOpen | Action::LevelWireBroken => {
+        Action::Breach | Action::LidStuckOpen | Action::LevelWireBroken | Action::LevelFrozen => {
             let b = plant
                 .bin(&event.target)
                 .ok_or_else(|| unknown("bin (furnace/bin)"))?;
@@ -227,8 +235,17 @@ pub fn apply(plant: &mut Plant, event: &Event) -> Result<(), ScenarioError> {
             match event.action {
                 Action::Breach => bin.breach_next_cycle = true,
                 Action::LidStuckOpen => bin.lid_stuck_until = Some(until.unwrap_or(t + 60.0)),
+                Action::LevelFrozen => {
+                    bin.level_frozen = Some((bin.level_mm.round(), until.unwrap_or(f64::INFINITY)))
+                }
                 _ => bin.level_broken_until = Some(until.unwrap_or(f64::INFINITY)),
             }
+        }
+        Action::Calibrate => {
+            let a = plant
+                .analyzer(&event.target)
+                .ok_or_else(|| unknown("analyzer (furnace/analyzer or its device)"))?;
+            plant.analyzers[a].calibrating_until = Some(until.unwrap_or(t + 120.0));
         }
         Action::Silence
         | Action::Restore

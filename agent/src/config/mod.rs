@@ -251,6 +251,14 @@ pub struct AnalyzerConfig {
     pub device: usize,
     /// Point carrying NMHC, mg/m³.
     pub nmhc_point: String,
+    /// Its 1-hour average limit, mg/m³.
+    pub hourly_limit: f64,
+    /// Its single-value limit, mg/m³.
+    pub single_limit: f64,
+    /// Where it measures.
+    pub point_kind: crate::rules::PointKind,
+    /// What the single-value limit applies to.
+    pub single_limit_on: crate::rules::SingleLimitOn,
 }
 
 /// `[[furnaces]]`, validated.
@@ -644,6 +652,64 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
             600,
             "s",
         ) * 1000,
+        level_min_change_mm: ranged(
+            &mut issues,
+            &rules_path.key("level_min_change_mm"),
+            raw.rules.level_min_change_mm,
+            defaults.level_min_change_mm as i64,
+            0,
+            5000,
+            "mm",
+        ) as f64,
+        level_frozen_ms: ranged(
+            &mut issues,
+            &rules_path.key("level_frozen_s"),
+            raw.rules.level_frozen_s,
+            defaults.level_frozen_ms / 1000,
+            0,
+            604_800,
+            "s",
+        ) * 1000,
+        clock_jump_tolerance_ms: ranged(
+            &mut issues,
+            &rules_path.key("clock_jump_tolerance_s"),
+            raw.rules.clock_jump_tolerance_s,
+            defaults.clock_jump_tolerance_ms / 1000,
+            5,
+            3600,
+            "s",
+        ) * 1000,
+        window_max_ms: [
+            (
+                "calibration_window_max_h",
+                raw.rules.calibration_window_max_h,
+                0,
+                720,
+            ),
+            (
+                "maintenance_window_max_h",
+                raw.rules.maintenance_window_max_h,
+                1,
+                2160,
+            ),
+            (
+                "shutdown_window_max_h",
+                raw.rules.shutdown_window_max_h,
+                2,
+                8760,
+            ),
+        ]
+        .map(|(key, value, i, hi)| {
+            ranged(
+                &mut issues,
+                &rules_path.key(key),
+                value,
+                defaults.window_max_ms[i] / 3_600_000,
+                1,
+                hi,
+                "h",
+            ) * 3_600_000
+        }),
     };
     if rules.nmhc_single_limit < rules.nmhc_hourly_limit {
         issues.push(rules_path.key("nmhc_single_limit_mg_m3"), format!("the single-value limit {} is below the hourly limit {}; GB 37822 sets the single-value limit higher (30 vs 10, 20 vs 6)", rules.nmhc_single_limit, rules.nmhc_hourly_limit));
@@ -663,7 +729,7 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 &mut issues,
                 &ev_path.key("retention_days"),
                 raw.evidence.retention_days,
-                1095,
+                1825,
                 1095,
                 36_500,
                 "days",
@@ -671,6 +737,9 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 * 86_400,
         ),
     };
+    if permit_class == PermitClass::Key && evidence.retention < Duration::from_secs(1825 * 86_400) {
+        issues.push(ev_path.key("retention_days"), format!("{} days is less than the five years (1825 days) 排污许可管理条例 arts. 20–21 ask a key-managed (重点管理) permit holder to keep monitoring records", evidence.retention.as_secs() / 86_400));
+    }
     let audit_uplink = raw.uplink.audit.map(|a| {
         let path = root.key("uplink").key("audit");
         let url = a.url.trim_end_matches('/').to_owned();
@@ -881,10 +950,63 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 &devices,
                 &[nmhc_point.as_str()],
             );
+            let own_limit = |issues: &mut Issues<'_>,
+                             key: &str,
+                             value: Option<f64>,
+                             default: f64| match value {
+                None => default,
+                Some(v) if v.is_finite() && v > 0.0 && v <= 100_000.0 => v,
+                Some(v) => {
+                    issues.push(
+                        apath.key(key),
+                        format!(
+                            "{v} is not a usable limit; expected a positive concentration in mg/m³"
+                        ),
+                    );
+                    default
+                }
+            };
+            let hourly_limit = own_limit(
+                &mut issues,
+                "nmhc_hourly_limit_mg_m3",
+                a.nmhc_hourly_limit_mg_m3,
+                rules.nmhc_hourly_limit,
+            );
+            let single_limit = own_limit(
+                &mut issues,
+                "nmhc_single_limit_mg_m3",
+                a.nmhc_single_limit_mg_m3,
+                rules.nmhc_single_limit,
+            );
+            if single_limit < hourly_limit {
+                issues.push(apath.key("nmhc_single_limit_mg_m3"), format!("the single-value limit {single_limit} is below the hourly limit {hourly_limit}"));
+            }
+            let point_kind = match a.point_kind.as_deref() {
+                None => crate::rules::PointKind::InPlant,
+                Some(text) => crate::rules::PointKind::parse(text).unwrap_or_else(|| {
+                    issues.push(apath.key("point_kind"), format!("unknown monitoring point kind '{text}'; expected in_plant (厂区内), furnace_top (炉顶) or boundary (企业边界)"));
+                    crate::rules::PointKind::InPlant
+                }),
+            };
+            let single_limit_on = match a.single_limit_applies_to.as_deref() {
+                None | Some("sample") => crate::rules::SingleLimitOn::Sample,
+                Some("minute") => crate::rules::SingleLimitOn::Minute,
+                Some(other) => {
+                    issues.push(
+                        apath.key("single_limit_applies_to"),
+                        format!("'{other}' is neither sample nor minute"),
+                    );
+                    crate::rules::SingleLimitOn::Sample
+                }
+            };
             analyzers.push(AnalyzerConfig {
                 name: a.name,
                 device,
                 nmhc_point,
+                hourly_limit,
+                single_limit,
+                point_kind,
+                single_limit_on,
             });
         }
         furnaces.push(FurnaceConfig {

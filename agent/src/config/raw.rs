@@ -99,6 +99,25 @@ pub struct RawRules {
     pub stale_after_s: Option<i64>,
     /// Longest both lid switches may be off while the lid travels, s (1–600). Default 10.
     pub lid_travel_s: Option<i64>,
+    /// Least the material level must change while the gate is open in a charging cycle, mm
+    /// (0–5000; 0 turns the check off). A cycle whose level did not move is suspect: it is
+    /// never counted as a held seal. Default 50.
+    pub level_min_change_mm: Option<i64>,
+    /// Longest the material level may read exactly the same value before it is suspect (a
+    /// frozen transmitter), s (0–604800; 0 turns the check off). Default 3600.
+    pub level_frozen_s: Option<i64>,
+    /// Largest step of the readings' times (the clock set forward or back, or polling stopped)
+    /// the rules take as time passing; a larger one is a clock jump: the open minute and hour
+    /// end as interrupted, skipped hours get no outputs, nothing is merged into earlier minutes,
+    /// s (5–3600). Default 60.
+    pub clock_jump_tolerance_s: Option<i64>,
+    /// Longest a calibration window opened by a person may stay open before it is reported, h
+    /// (1–720). Default 8.
+    pub calibration_window_max_h: Option<i64>,
+    /// Longest a maintenance window may stay open before it is reported, h (1–2160). Default 72.
+    pub maintenance_window_max_h: Option<i64>,
+    /// Longest a shutdown window may stay open before it is reported, h (1–8760). Default 744.
+    pub shutdown_window_max_h: Option<i64>,
 }
 
 /// `[evidence]`
@@ -108,8 +127,10 @@ pub struct RawEvidence {
     /// Ed25519 signing key made by `sealwatch keygen`, relative to this file. Default
     /// `sealwatch.key`. Must be readable by its owner only (mode 0600).
     pub key_file: Option<String>,
-    /// How long evidence is kept after the audit system acknowledged it, days (≥ 1095, three
-    /// years, GB 37822 §10.4). Default 1095.
+    /// How long evidence is kept after the audit system acknowledged it, days (1095–36500).
+    /// Default 1825: five years, what 排污许可管理条例 arts. 20–21 ask of a permit holder's
+    /// monitoring records (GB 37822 §10.4 asks three); a key-managed (重点管理) site may not set
+    /// less.
     pub retention_days: Option<i64>,
     /// The chain anchor: a small file the agent keeps up to date with the newest sealed record,
     /// so that a deleted or replaced database is noticed instead of silently starting a second
@@ -272,6 +293,16 @@ pub struct RawAnalyzer {
     pub device: String,
     /// Point of the device's profile carrying the NMHC concentration. Default `nmhc`.
     pub nmhc_point: Option<String>,
+    /// This analyzer's 1-hour average limit, mg/m³. Default `[rules].nmhc_hourly_limit_mg_m3`.
+    pub nmhc_hourly_limit_mg_m3: Option<f64>,
+    /// This analyzer's single-value limit, mg/m³. Default `[rules].nmhc_single_limit_mg_m3`.
+    pub nmhc_single_limit_mg_m3: Option<f64>,
+    /// Where it measures: `in_plant` (厂区内, GB 37822 A.1), `furnace_top` (炉顶, process) or
+    /// `boundary` (企业边界). Default `in_plant`.
+    pub point_kind: Option<String>,
+    /// Whether the single-value limit applies to each `sample` or to each `minute` value.
+    /// Default `sample`.
+    pub single_limit_applies_to: Option<String>,
 }
 
 /// A device profile file, `profiles/<name>.toml`.

@@ -404,6 +404,7 @@ fn the_shipped_seal_node_profile_agrees_with_the_firmware_register_map() {
             p.value_type,
             p.word_order,
             p.unit.clone(),
+            p.fault.clone(),
         )
     };
     assert_eq!(
@@ -431,4 +432,116 @@ fn a_device_timeout_out_of_range_is_named() {
         Some(std::time::Duration::from_millis(2500))
     );
     assert_eq!(config.devices[0].timeout, None, "the bus's timeout applies");
+}
+
+#[test]
+fn a_status_mapping_with_an_unknown_state_or_overlapping_values_is_refused_in_the_profile() {
+    let profile = ANALYZER.replace(
+        "address = 2\n",
+        "address = 2\nstatus = [\n  { values = [0], state = \"normal\" },\n  { values = [1, 0], state = \"calibrating\" },\n]\n",
+    );
+    let site = Site::new(GOOD, &profile);
+    let issues = site.issues();
+    let file = site.dir.path().join("profiles/analyzer.toml");
+    let text = |i: &ConfigIssue| i.to_string();
+    assert!(
+        issues.iter().any(|i| i.file == file
+            && text(i).contains("points[1].status[1].state")
+            && text(i).contains("unknown state 'calibrating'")),
+        "{issues:#?}"
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|i| text(i).contains("points[1].status[1].values")
+                && text(i).contains("value 0 is already mapped")),
+        "{issues:#?}"
+    );
+}
+
+#[test]
+fn a_fault_indicator_naming_an_unknown_sensor_is_refused() {
+    let profile = ANALYZER.replace("address = 2\n", "address = 2\nfault_of = \"door\"\n");
+    let site = Site::new(GOOD, &profile);
+    let issue = only_issue(&site);
+    assert!(
+        issue.to_string().contains("unknown sensor 'door'"),
+        "{issue}"
+    );
+}
+
+#[test]
+fn per_analyzer_limits_must_be_positive_and_the_point_kind_known() {
+    let text = GOOD.replace(
+        "device = \"f1-nmhc\"\n",
+        "device = \"f1-nmhc\"\nnmhc_hourly_limit_mg_m3 = 0\npoint_kind = \"roof\"\n",
+    );
+    let site = Site::new(&text, ANALYZER);
+    let issues: Vec<String> = site.issues().iter().map(ToString::to_string).collect();
+    assert!(
+        issues.iter().any(
+            |i| i.contains("furnaces[0].analyzers[0].nmhc_hourly_limit_mg_m3")
+                && i.contains("not a usable limit")
+        ),
+        "{issues:#?}"
+    );
+    assert!(issues.iter().any(|i| i.contains("point_kind") && i.contains("unknown monitoring point kind 'roof'")), "{issues:#?}");
+    let text = GOOD.replace(
+        "device = \"f1-nmhc\"\n",
+        "device = \"f1-nmhc\"\nnmhc_hourly_limit_mg_m3 = 6\nnmhc_single_limit_mg_m3 = 20\npoint_kind = \"boundary\"\n",
+    );
+    let config = load(&Site::new(&text, ANALYZER).config_path()).unwrap();
+    let a = &config.furnaces[0].analyzers[0];
+    assert_eq!((a.hourly_limit, a.single_limit), (6.0, 20.0));
+    assert_eq!(a.point_kind, crate::rules::PointKind::Boundary);
+}
+
+#[test]
+fn a_key_managed_site_keeps_evidence_five_years() {
+    let text = format!("{GOOD}\n[evidence]\nretention_days = 1100\n");
+    let site = Site::new(&text, ANALYZER);
+    let issue = only_issue(&site);
+    assert!(issue.to_string().contains("排污许可管理条例"), "{issue}");
+    let config = load(&Site::new(GOOD, ANALYZER).config_path()).unwrap();
+    assert_eq!(
+        config.evidence.retention.as_secs(),
+        1825 * 86_400,
+        "the default is five years"
+    );
+}
+
+#[test]
+fn the_seal_node_profile_reads_the_level_and_its_fault_indicators_and_the_rules_use_both() {
+    use super::profile::{FaultIndicator, Profile};
+    use crate::poll::reading::SensorPart;
+    let node = Profile::seal_node();
+    assert!(node.point("level_mm").is_some());
+    assert_eq!(
+        node.point("level_fault").and_then(|p| p.fault.clone()),
+        Some(FaultIndicator::Flag(SensorPart::Level))
+    );
+    assert!(matches!(
+        node.point("fault_bits").and_then(|p| p.fault.clone()),
+        Some(FaultIndicator::Bits(bits)) if bits.iter().any(|b| b.part == SensorPart::Level)
+    ));
+    let config = load(&Site::new(GOOD, ANALYZER).config_path()).unwrap();
+    let points = crate::poll::PointTable::new(&config);
+    let rules = crate::rules::RulesConfig::new(&config, &points);
+    let role_of = |name: &str| {
+        let id = points.by_key(&format!("f1-b1/{name}")).unwrap();
+        rules.roles[id.0 as usize]
+    };
+    assert!(matches!(
+        role_of("level_mm"),
+        Some(crate::rules::Role::Bin {
+            signal: crate::rules::Signal::LevelMm,
+            ..
+        })
+    ));
+    for fault in ["level_fault", "lid_fault", "fault_bits"] {
+        assert!(
+            matches!(role_of(fault), Some(crate::rules::Role::BinFault { .. })),
+            "{fault}"
+        );
+    }
 }

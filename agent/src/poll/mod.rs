@@ -20,6 +20,8 @@ pub struct PointInfo {
     pub index: usize,
     /// Engineering unit.
     pub unit: Option<String>,
+    /// Measuring range (low, high), as the profile gives it.
+    pub range: (Option<f64>, Option<f64>),
 }
 
 /// Numbering of all points of a site: devices in config order, points in profile order.
@@ -43,6 +45,7 @@ impl PointTable {
                     device: d,
                     index: i,
                     unit: point.unit.clone(),
+                    range: (point.range_min, point.range_max),
                 });
             }
         }

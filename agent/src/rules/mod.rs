@@ -16,9 +16,11 @@
 //!
 //! Every output carries the rule-set version: a hash of every threshold in force.
 
+mod output;
 mod seal;
 pub mod time;
 mod voc;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,18 +29,25 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::profile::{FaultIndicator, StatusMap};
 use crate::config::SiteConfig;
+pub use crate::poll::reading::InstrumentState;
 use crate::poll::reading::{Flag, Reading};
 use crate::poll::PointTable;
+pub use output::{BinSummary, CycleOutcome, FlagCounts, Output, PollutantValue};
 use seal::BinTracker;
 use voc::AnalyzerTracker;
+pub use windows::{Window, WindowError, WindowKind};
 
-/// Thresholds and timings of the rules, site-wide (per-bin ones live in [`BinRules`]).
+/// Thresholds and timings of the rules, site-wide (per-bin and per-analyzer ones live in
+/// [`BinRules`] and [`AnalyzerRules`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSettings {
-    /// NMHC 1-hour average limit, mg/m³ (GB 37822-2019 A.1: 10; key regions 6).
+    /// NMHC 1-hour average limit, mg/m³ (GB 37822-2019 A.1: 10; key regions 6): the default of
+    /// every analyzer.
     pub nmhc_hourly_limit: f64,
-    /// NMHC single-value limit, mg/m³ (GB 37822-2019 A.1: 30; key regions 20).
+    /// NMHC single-value limit, mg/m³ (GB 37822-2019 A.1: 30; key regions 20): the default of
+    /// every analyzer.
     pub nmhc_single_limit: f64,
     /// How long a breach signature must persist before it is a breach, ms.
     pub breach_grace_ms: i64,
@@ -48,6 +57,17 @@ pub struct RuleSettings {
     pub stale_after_ms: i64,
     /// Longest both lid switches may be off (lid travelling) before it is a switch fault, ms.
     pub lid_travel_ms: i64,
+    /// Least fall of the level while the gate is open in a cycle; less is a suspect cycle, mm
+    /// (0: no check).
+    pub level_min_change_mm: f64,
+    /// Longest the level may read exactly the same value before it is suspect, ms (0: no
+    /// check).
+    pub level_frozen_ms: i64,
+    /// Largest step of the readings' times taken as time passing; more is a clock jump, ms.
+    pub clock_jump_tolerance_ms: i64,
+    /// Longest a window of each kind ([`WindowKind::index`]) may stay open before it is
+    /// reported, ms.
+    pub window_max_ms: [i64; 3],
 }
 
 impl Default for RuleSettings {
@@ -59,8 +79,56 @@ impl Default for RuleSettings {
             level_hysteresis_mm: 50.0,
             stale_after_ms: 10_000,
             lid_travel_ms: 10_000,
+            level_min_change_mm: 50.0,
+            level_frozen_ms: 3_600_000,
+            clock_jump_tolerance_ms: 60_000,
+            window_max_ms: [8 * 3_600_000, 72 * 3_600_000, 744 * 3_600_000],
         }
     }
+}
+
+/// Where an analyzer measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointKind {
+    /// 厂区内: in the plant, 1 m outside an opening (GB 37822-2019 A.1, the limits' home).
+    InPlant,
+    /// 炉顶: at the furnace top, a process measurement.
+    FurnaceTop,
+    /// 企业边界: at the plant boundary.
+    Boundary,
+}
+
+impl PointKind {
+    /// The name in config and outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointKind::InPlant => "in_plant",
+            PointKind::FurnaceTop => "furnace_top",
+            PointKind::Boundary => "boundary",
+        }
+    }
+
+    /// The kind a config names.
+    pub fn parse(text: &str) -> Option<PointKind> {
+        [
+            PointKind::InPlant,
+            PointKind::FurnaceTop,
+            PointKind::Boundary,
+        ]
+        .into_iter()
+        .find(|k| k.name() == text)
+    }
+}
+
+/// What an analyzer's single-value limit is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SingleLimitOn {
+    /// Every valid sample.
+    Sample,
+    /// Every valid minute value.
+    Minute,
 }
 
 /// Per-bin thresholds.
@@ -68,10 +136,49 @@ impl Default for RuleSettings {
 pub struct BinRules {
     /// `furnace/bin`.
     pub key: String,
+    /// Its seal node (device name).
+    pub device: String,
     /// Lowest level that keeps the material seal, mm.
     pub seal_level_min_mm: f64,
     /// Longest a lid or gate may be open, ms.
     pub max_open_ms: i64,
+}
+
+/// Per-analyzer limits and what is known of its measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzerRules {
+    /// `furnace/analyzer`.
+    pub key: String,
+    /// Its device name.
+    pub device: String,
+    /// 1-hour average limit, mg/m³.
+    pub hourly_limit: f64,
+    /// Single-value limit, mg/m³.
+    pub single_limit: f64,
+    /// What the single-value limit applies to.
+    pub single_limit_on: SingleLimitOn,
+    /// Where it measures.
+    pub point_kind: PointKind,
+    /// Top of the NMHC measuring range (a saturated reading counts as at least this), mg/m³.
+    pub range_max: Option<f64>,
+    /// NMHC samples a minute holds at the poll interval (the 75 % rule's base).
+    pub samples_per_minute: u32,
+}
+
+impl AnalyzerRules {
+    /// An analyzer with the site's default limits, sampled every second, without a range.
+    pub fn with_defaults(key: &str, settings: &RuleSettings) -> AnalyzerRules {
+        AnalyzerRules {
+            key: key.to_owned(),
+            device: String::new(),
+            hourly_limit: settings.nmhc_hourly_limit,
+            single_limit: settings.nmhc_single_limit,
+            single_limit_on: SingleLimitOn::Sample,
+            point_kind: PointKind::InPlant,
+            range_max: None,
+            samples_per_minute: 60,
+        }
+    }
 }
 
 /// The inputs of a bin.
@@ -94,23 +201,6 @@ pub const OTHER_POLLUTANTS: [(&str, &str); 3] = [
     ("thc", "a24087"),
     ("benzene", "a25002"),
 ];
-
-/// A minute or hour value of a pollutant other than NMHC, alongside the NMHC value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PollutantValue {
-    /// HJ 212 pollutant code.
-    pub code: String,
-    /// Mean of the valid samples (minute) or valid minutes (valid hour only), mg/m³.
-    pub avg: Option<f64>,
-    /// Smallest valid value.
-    pub min: Option<f64>,
-    /// Largest valid value.
-    pub max: Option<f64>,
-    /// N by the same rules as NMHC (75 % of samples; 45 valid minutes), else D.
-    pub flag: Flag,
-    /// Valid samples (minute) or valid minutes (hour).
-    pub valid: u32,
-}
 
 /// Fields of a seal node's event latch (firmware register map), by slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +269,20 @@ pub enum Role {
         /// Analyzer index.
         analyzer: usize,
     },
+    /// A fault indicator of bin `bin`'s seal node ([`RulesConfig::indicators`]).
+    BinFault {
+        /// Bin index.
+        bin: usize,
+        /// Index into [`RulesConfig::indicators`].
+        indicator: usize,
+    },
+    /// The status register of analyzer `analyzer` ([`RulesConfig::status_maps`]).
+    AnalyzerStatus {
+        /// Analyzer index.
+        analyzer: usize,
+        /// Index into [`RulesConfig::status_maps`].
+        map: usize,
+    },
 }
 
 /// Seal state of a bin.
@@ -191,17 +295,23 @@ pub enum SealState {
     Charging,
     /// A breach signature persisted past the grace period.
     Breach,
-    /// Inputs faulty, stale or missing.
+    /// Inputs faulty, stale or missing: neither sealed nor breach is known.
     Unknown,
+    /// Inputs read, but implausible (a frozen level): never counted as sealed or held.
+    Suspect,
+    /// A calibration, maintenance or shutdown window a person opened: kept out of compliance.
+    Maintenance,
 }
 
 impl SealState {
     /// All states, in accumulator order.
-    pub const ALL: [SealState; 4] = [
+    pub const ALL: [SealState; 6] = [
         SealState::Sealed,
         SealState::Charging,
         SealState::Breach,
         SealState::Unknown,
+        SealState::Suspect,
+        SealState::Maintenance,
     ];
 
     fn index(self) -> usize {
@@ -215,7 +325,14 @@ impl SealState {
             SealState::Charging => "charging",
             SealState::Breach => "breach",
             SealState::Unknown => "unknown",
+            SealState::Suspect => "suspect",
+            SealState::Maintenance => "maintenance",
         }
+    }
+
+    /// The state of a name.
+    pub fn parse(text: &str) -> Option<SealState> {
+        SealState::ALL.into_iter().find(|s| s.name() == text)
     }
 }
 
@@ -237,270 +354,6 @@ pub enum Signature {
     OpenTooLong,
 }
 
-/// Count of values by HJ 212 flag, in the order N F M S D C T B.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct FlagCounts(pub [u32; 8]);
-
-impl FlagCounts {
-    fn add(&mut self, flag: Flag) {
-        self.0[usize::from(flag.code())] += 1;
-    }
-
-    /// Count of one flag.
-    pub fn get(&self, flag: Flag) -> u32 {
-        self.0[usize::from(flag.code())]
-    }
-}
-
-/// Everything the engine concludes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Output {
-    /// A bin changed state.
-    SealState {
-        /// `furnace/bin`.
-        bin: String,
-        /// When, ms.
-        at_ms: i64,
-        /// Old state.
-        from: SealState,
-        /// New state.
-        to: SealState,
-        /// Why, in words.
-        reason: String,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// A breach began (at the time its signature first appeared).
-    BreachStarted {
-        /// `furnace/bin`.
-        bin: String,
-        /// When, ms.
-        at_ms: i64,
-        /// Which signature.
-        signature: Signature,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// A breach ended.
-    BreachEnded {
-        /// `furnace/bin`.
-        bin: String,
-        /// When, ms.
-        at_ms: i64,
-        /// When it began, ms.
-        started_ms: i64,
-        /// How long, ms.
-        duration_ms: i64,
-        /// Which signature began it.
-        signature: Signature,
-        /// Whether it ended because the data became unknown (not because the seal was restored).
-        ended_by_unknown: bool,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// A charging cycle completed (everything closed again).
-    ChargingCycle {
-        /// `furnace/bin`.
-        bin: String,
-        /// First opening, ms.
-        started_ms: i64,
-        /// Everything closed again, ms.
-        ended_ms: i64,
-        /// Lid first open, ms.
-        lid_opened_ms: Option<i64>,
-        /// Lid last closed, ms.
-        lid_closed_ms: Option<i64>,
-        /// Gate first open, ms.
-        gate_opened_ms: Option<i64>,
-        /// Gate last closed, ms.
-        gate_closed_ms: Option<i64>,
-        /// Material level when the gate opened, mm.
-        level_at_gate_open_mm: Option<f64>,
-        /// No breach during the cycle.
-        seal_held: bool,
-        /// Data was unknown during part of the cycle.
-        interrupted: bool,
-        /// Reconstructed from the seal node's event latch rather than observed.
-        reconciled: bool,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// A minute value of an analyzer.
-    NmhcMinute {
-        /// `furnace/analyzer`.
-        analyzer: String,
-        /// Minute start, ms.
-        minute_ms: i64,
-        /// Mean of the valid samples, mg/m³.
-        avg: Option<f64>,
-        /// Smallest valid sample.
-        min: Option<f64>,
-        /// Largest valid sample.
-        max: Option<f64>,
-        /// N if at least 75 % of the samples were N, else D.
-        flag: Flag,
-        /// Samples taken.
-        samples: u32,
-        /// The analyzer's other pollutants over the same minute.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        others: Vec<PollutantValue>,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// A single value went over the single-value limit.
-    NmhcExceedanceStarted {
-        /// `furnace/analyzer`.
-        analyzer: String,
-        /// When, ms.
-        at_ms: i64,
-        /// The value, mg/m³.
-        value: f64,
-        /// The limit, mg/m³.
-        limit: f64,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// Values are back under the single-value limit (or no longer valid).
-    NmhcExceedanceEnded {
-        /// `furnace/analyzer`.
-        analyzer: String,
-        /// When, ms.
-        at_ms: i64,
-        /// When it began, ms.
-        started_ms: i64,
-        /// How long, ms.
-        duration_ms: i64,
-        /// Highest value seen, mg/m³.
-        peak: f64,
-        /// The limit, mg/m³.
-        limit: f64,
-        /// Whether it ended because values stopped being valid.
-        ended_by_invalid_data: bool,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// One local hour of an analyzer.
-    NmhcHour {
-        /// `furnace/analyzer`.
-        analyzer: String,
-        /// Hour start, ms.
-        hour_ms: i64,
-        /// Minutes with flag N.
-        valid_minutes: u32,
-        /// Mean of the valid minutes (only for a valid hour), mg/m³.
-        avg: Option<f64>,
-        /// Smallest valid minute minimum.
-        min: Option<f64>,
-        /// Largest valid minute maximum.
-        max: Option<f64>,
-        /// N for a valid hour (≥ 45 valid minutes, 75 %), else D.
-        flag: Flag,
-        /// The hourly limit, mg/m³.
-        hourly_limit: f64,
-        /// Valid hour with its average above the limit.
-        exceeded: bool,
-        /// Single-value exceedances that began this hour.
-        single_exceedances: u32,
-        /// Highest valid sample this hour.
-        peak: Option<f64>,
-        /// Samples by flag.
-        flags: FlagCounts,
-        /// The analyzer's other pollutants over the same hour.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        others: Vec<PollutantValue>,
-        /// Rule-set version.
-        ruleset: String,
-    },
-    /// One local hour of a bin.
-    BinHour {
-        /// `furnace/bin`.
-        bin: String,
-        /// Hour start, ms.
-        hour_ms: i64,
-        /// Time sealed, ms.
-        sealed_ms: i64,
-        /// Time charging with the seal held, ms.
-        charging_ms: i64,
-        /// Time in breach, ms.
-        breach_ms: i64,
-        /// Time unknown, ms.
-        unknown_ms: i64,
-        /// Charging cycles completed this hour.
-        cycles: u32,
-        /// Of which held the seal throughout.
-        cycles_held: u32,
-        /// Of which were interrupted by unknown data (judged neither way).
-        cycles_interrupted: u32,
-        /// Breaches that began this hour.
-        breaches: u32,
-        /// Held cycles / judged cycles (None without judged cycles).
-        cycle_compliance: Option<f64>,
-        /// (Sealed + charging) / known time (None without known time).
-        time_compliance: Option<f64>,
-        /// Known time / the hour.
-        completeness: f64,
-        /// At least 45 minutes known (the 45-minute rule applied to seal data).
-        valid: bool,
-        /// Input readings by flag.
-        flags: FlagCounts,
-        /// Rule-set version.
-        ruleset: String,
-    },
-}
-
-impl Output {
-    /// When it happened (start of the period for minute and hour values), ms.
-    pub fn at_ms(&self) -> i64 {
-        match self {
-            Output::SealState { at_ms, .. }
-            | Output::BreachStarted { at_ms, .. }
-            | Output::BreachEnded { at_ms, .. }
-            | Output::NmhcExceedanceStarted { at_ms, .. }
-            | Output::NmhcExceedanceEnded { at_ms, .. } => *at_ms,
-            Output::ChargingCycle { ended_ms, .. } => *ended_ms,
-            Output::NmhcMinute { minute_ms, .. } => *minute_ms,
-            Output::NmhcHour { hour_ms, .. } | Output::BinHour { hour_ms, .. } => *hour_ms,
-        }
-    }
-
-    /// The bin or analyzer it is about.
-    pub fn subject(&self) -> &str {
-        match self {
-            Output::SealState { bin, .. }
-            | Output::BreachStarted { bin, .. }
-            | Output::BreachEnded { bin, .. }
-            | Output::ChargingCycle { bin, .. }
-            | Output::BinHour { bin, .. } => bin,
-            Output::NmhcMinute { analyzer, .. }
-            | Output::NmhcExceedanceStarted { analyzer, .. }
-            | Output::NmhcExceedanceEnded { analyzer, .. }
-            | Output::NmhcHour { analyzer, .. } => analyzer,
-        }
-    }
-
-    /// Its kind, as in the JSON `kind` field.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Output::SealState { .. } => "seal_state",
-            Output::BreachStarted { .. } => "breach_started",
-            Output::BreachEnded { .. } => "breach_ended",
-            Output::ChargingCycle { .. } => "charging_cycle",
-            Output::NmhcMinute { .. } => "nmhc_minute",
-            Output::NmhcExceedanceStarted { .. } => "nmhc_exceedance_started",
-            Output::NmhcExceedanceEnded { .. } => "nmhc_exceedance_ended",
-            Output::NmhcHour { .. } => "nmhc_hour",
-            Output::BinHour { .. } => "bin_hour",
-        }
-    }
-
-    /// One JSON line (field order fixed by the type).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"kind\":\"unserializable\",\"error\":\"{e}\"}}"))
-    }
-}
-
 /// Everything the engine needs to know about a site.
 #[derive(Debug, Clone)]
 pub struct RulesConfig {
@@ -510,98 +363,166 @@ pub struct RulesConfig {
     pub settings: RuleSettings,
     /// Bins, in config order.
     pub bins: Vec<BinRules>,
-    /// Analyzers (`furnace/analyzer`), in config order.
-    pub analyzers: Vec<String>,
+    /// Analyzers, in config order.
+    pub analyzers: Vec<AnalyzerRules>,
     /// Role of each point, by point id.
     pub roles: Vec<Option<Role>>,
+    /// Fault indicators of seal nodes: (point name, what it says).
+    pub indicators: Vec<(String, FaultIndicator)>,
+    /// Status registers of analyzers: (point name, mapping).
+    pub status_maps: Vec<(String, StatusMap)>,
 }
 
 impl RulesConfig {
+    /// A site with these bins and analyzers and no point roles yet (tests build on it).
+    pub fn empty(tz: Tz, settings: RuleSettings) -> RulesConfig {
+        RulesConfig {
+            tz,
+            settings,
+            bins: Vec::new(),
+            analyzers: Vec::new(),
+            roles: Vec::new(),
+            indicators: Vec::new(),
+            status_maps: Vec::new(),
+        }
+    }
+
     /// The rules of a site.
     pub fn new(config: &SiteConfig, points: &PointTable) -> RulesConfig {
-        let mut roles = vec![None; points.points.len()];
-        let mut bins = Vec::new();
-        let mut analyzers = Vec::new();
+        let mut rules = RulesConfig::empty(config.site.time_zone, config.rules.clone());
+        rules.roles = vec![None; points.points.len()];
         for f in &config.furnaces {
             for b in &f.bins {
+                let bin = rules.bins.len();
                 let profile = &config.devices[b.device].profile;
-                for (signal, name) in [
-                    (Signal::LidClosed, "lid_closed"),
-                    (Signal::LidOpen, "lid_open"),
-                    (Signal::GateOpen, "gate_open"),
-                    (Signal::LevelMm, "level_mm"),
-                ] {
-                    if let Some(i) = profile.points.iter().position(|p| p.name == name) {
-                        roles[points.id(b.device, i).0 as usize] = Some(Role::Bin {
-                            bin: bins.len(),
-                            signal,
-                        });
-                    }
-                }
                 for (i, p) in profile.points.iter().enumerate() {
-                    if let Some(field) = LatchField::of_point(&p.name) {
-                        roles[points.id(b.device, i).0 as usize] = Some(Role::Latch {
-                            bin: bins.len(),
-                            field,
+                    let id = points.id(b.device, i).0 as usize;
+                    let signal = match p.name.as_str() {
+                        "lid_closed" => Some(Signal::LidClosed),
+                        "lid_open" => Some(Signal::LidOpen),
+                        "gate_open" => Some(Signal::GateOpen),
+                        "level_mm" => Some(Signal::LevelMm),
+                        _ => None,
+                    };
+                    if let Some(signal) = signal {
+                        rules.roles[id] = Some(Role::Bin { bin, signal });
+                    } else if let Some(field) = LatchField::of_point(&p.name) {
+                        rules.roles[id] = Some(Role::Latch { bin, field });
+                    } else if let Some(fault) = &p.fault {
+                        rules.roles[id] = Some(Role::BinFault {
+                            bin,
+                            indicator: rules.indicators.len(),
                         });
+                        rules.indicators.push((p.name.clone(), fault.clone()));
                     }
                 }
-                bins.push(BinRules {
+                rules.bins.push(BinRules {
                     key: format!("{}/{}", f.name, b.name),
+                    device: config.devices[b.device].name.clone(),
                     seal_level_min_mm: f64::from(b.seal_level_min_mm),
                     max_open_ms: b.max_open.as_millis() as i64,
                 });
             }
             for a in &f.analyzers {
-                let profile = &config.devices[a.device].profile;
-                for (name, code) in OTHER_POLLUTANTS {
-                    if let Some(i) = profile.points.iter().position(|p| p.name == name) {
-                        roles[points.id(a.device, i).0 as usize] = Some(Role::Pollutant {
-                            analyzer: analyzers.len(),
-                            code,
+                let analyzer = rules.analyzers.len();
+                let device = &config.devices[a.device];
+                for (i, p) in device.profile.points.iter().enumerate() {
+                    let id = points.id(a.device, i).0 as usize;
+                    if p.name == a.nmhc_point {
+                        rules.roles[id] = Some(Role::Nmhc { analyzer });
+                    } else if let Some(code) = OTHER_POLLUTANTS
+                        .iter()
+                        .find(|(name, _)| *name == p.name)
+                        .map(|(_, code)| *code)
+                    {
+                        rules.roles[id] = Some(Role::Pollutant { analyzer, code });
+                    } else if let Some(map) = &p.status {
+                        rules.roles[id] = Some(Role::AnalyzerStatus {
+                            analyzer,
+                            map: rules.status_maps.len(),
                         });
+                        rules.status_maps.push((p.name.clone(), map.clone()));
                     }
                 }
-                if let Some(i) = profile.points.iter().position(|p| p.name == a.nmhc_point) {
-                    roles[points.id(a.device, i).0 as usize] = Some(Role::Nmhc {
-                        analyzer: analyzers.len(),
-                    });
-                }
-                analyzers.push(format!("{}/{}", f.name, a.name));
+                let interval_ms = device.poll_interval.as_millis().max(1);
+                rules.analyzers.push(AnalyzerRules {
+                    key: format!("{}/{}", f.name, a.name),
+                    device: device.name.clone(),
+                    hourly_limit: a.hourly_limit,
+                    single_limit: a.single_limit,
+                    single_limit_on: a.single_limit_on,
+                    point_kind: a.point_kind,
+                    range_max: device
+                        .profile
+                        .point(&a.nmhc_point)
+                        .and_then(|p| p.range_max),
+                    samples_per_minute: u32::try_from((60_000 / interval_ms).max(1)).unwrap_or(1),
+                });
             }
         }
-        RulesConfig {
-            tz: config.site.time_zone,
-            settings: config.rules.clone(),
-            bins,
-            analyzers,
-            roles,
-        }
+        rules
     }
 
-    /// The rule-set version: the first 16 hex digits of SHA-256 over every threshold in force,
-    /// written in a fixed order.
-    pub fn version(&self) -> String {
+    /// Every value the rules judge with, in a fixed order: what the rule-set version hashes and
+    /// what the `rule_set` evidence record writes out, so the record shows the values in force,
+    /// not only their hash.
+    pub fn values_in_force(&self) -> serde_json::Value {
         let s = &self.settings;
-        let mut text = format!(
-            "sealwatch-rules-v1\ntz={}\nnmhc_hourly_limit={:.3}\nnmhc_single_limit={:.3}\nbreach_grace_ms={}\nlevel_hysteresis_mm={:.1}\nstale_after_ms={}\nlid_travel_ms={}\n",
-            self.tz.name(),
-            s.nmhc_hourly_limit,
-            s.nmhc_single_limit,
-            s.breach_grace_ms,
-            s.level_hysteresis_mm,
-            s.stale_after_ms,
-            s.lid_travel_ms
+        serde_json::json!({
+            "time_zone": self.tz.name(),
+            "nmhc_hourly_limit_mg_m3": s.nmhc_hourly_limit,
+            "nmhc_single_limit_mg_m3": s.nmhc_single_limit,
+            "breach_grace_ms": s.breach_grace_ms,
+            "level_hysteresis_mm": s.level_hysteresis_mm,
+            "stale_after_ms": s.stale_after_ms,
+            "lid_travel_ms": s.lid_travel_ms,
+            "level_min_change_mm": s.level_min_change_mm,
+            "level_frozen_ms": s.level_frozen_ms,
+            "clock_jump_tolerance_ms": s.clock_jump_tolerance_ms,
+            "window_max_ms": {
+                "calibration": s.window_max_ms[0],
+                "maintenance": s.window_max_ms[1],
+                "shutdown": s.window_max_ms[2],
+            },
+            "minute_valid_fraction": "0.75 of the samples expected at the poll interval (HJ 212-2017)",
+            "hour_valid_minutes": voc::VALID_MINUTES_PER_HOUR,
+            "day_valid_hours": voc::VALID_HOURS_PER_DAY,
+            "month_valid_days": voc::VALID_DAYS_PER_MONTH,
+            "february_valid_days": voc::VALID_DAYS_PER_FEBRUARY,
+            "bins": self.bins.iter().map(|b| serde_json::json!({
+                "bin": b.key,
+                "device": b.device,
+                "seal_level_min_mm": b.seal_level_min_mm,
+                "max_open_ms": b.max_open_ms,
+            })).collect::<Vec<_>>(),
+            "analyzers": self.analyzers.iter().map(|a| serde_json::json!({
+                "analyzer": a.key,
+                "device": a.device,
+                "hourly_limit_mg_m3": a.hourly_limit,
+                "single_limit_mg_m3": a.single_limit,
+                "single_limit_applies_to": a.single_limit_on,
+                "point_kind": a.point_kind,
+                "range_max_mg_m3": a.range_max,
+                "samples_per_minute": a.samples_per_minute,
+            })).collect::<Vec<_>>(),
+            "fault_indicators": self.indicators.iter().map(|(name, f)| serde_json::json!({
+                "point": name,
+                "indicator": format!("{f:?}"),
+            })).collect::<Vec<_>>(),
+            "status_maps": self.status_maps.iter().map(|(name, m)| serde_json::json!({
+                "point": name,
+                "map": format!("{m:?}"),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The rule-set version: the first 16 hex digits of SHA-256 over every value in force
+    /// ([`RulesConfig::values_in_force`], canonical JSON).
+    pub fn version(&self) -> String {
+        let text = format!(
+            "sealwatch-rules-v2\n{}",
+            crate::evidence::canonical_json(&self.values_in_force())
         );
-        for b in &self.bins {
-            text.push_str(&format!(
-                "bin={};seal_level_min_mm={:.1};max_open_ms={}\n",
-                b.key, b.seal_level_min_mm, b.max_open_ms
-            ));
-        }
-        for a in &self.analyzers {
-            text.push_str(&format!("analyzer={a}\n"));
-        }
         let digest = Sha256::digest(text.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
@@ -612,17 +533,28 @@ impl RulesConfig {
 pub struct Engine {
     tz: Tz,
     ruleset: String,
+    settings: RuleSettings,
     roles: Vec<Option<Role>>,
+    status_maps: Vec<StatusMap>,
     bins: Vec<BinTracker>,
     analyzers: Vec<AnalyzerTracker>,
+    /// Device name of each bin and analyzer, for windows opened on a device.
+    bin_devices: Vec<String>,
+    analyzer_devices: Vec<String>,
     /// Latest reading time seen, ms.
     watermark: Option<i64>,
-    /// Start and end of the oldest hour not yet summarised.
+    /// Start and end of the oldest hour not yet summarised; of its day and month.
     open_hour: Option<(i64, i64)>,
+    open_day: Option<(i64, i64)>,
+    open_month: Option<(i64, i64)>,
     /// How long after an hour ends it is closed, ms (late readings of other buses still count).
     lateness_ms: i64,
     /// Bins whose state or its start may have changed since [`Engine::take_bin_changes`].
     changed_bins: ChangedBins,
+    /// Inside a run of readings with implausible times.
+    implausible: bool,
+    /// The last clock jump (from, to): readings still arriving from before it are stragglers.
+    jump: Option<(i64, i64)>,
 }
 
 /// A set of bin indexes, in the order they were first added.
@@ -655,24 +587,54 @@ impl Engine {
     pub fn new(config: &RulesConfig) -> Engine {
         let ruleset = config.version();
         let s = &config.settings;
+        let bins = config
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(bin, b)| {
+                let indicators = config
+                    .roles
+                    .iter()
+                    .filter_map(|r| match r {
+                        Some(Role::BinFault { bin: b, indicator }) if *b == bin => config
+                            .indicators
+                            .get(*indicator)
+                            .map(|(name, def)| (*indicator, name.clone(), def.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                BinTracker::new(b.clone(), s.clone(), config.tz, indicators)
+            })
+            .collect();
+        let analyzers = config
+            .analyzers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let has_status = config.roles.iter().any(
+                    |r| matches!(r, Some(Role::AnalyzerStatus { analyzer, .. }) if *analyzer == i),
+                );
+                AnalyzerTracker::new(a.clone(), s.stale_after_ms, config.tz, has_status)
+            })
+            .collect();
         Engine {
             tz: config.tz,
             roles: config.roles.clone(),
-            bins: config
-                .bins
-                .iter()
-                .map(|b| BinTracker::new(b.clone(), s.clone(), config.tz))
-                .collect(),
-            analyzers: config
-                .analyzers
-                .iter()
-                .map(|a| AnalyzerTracker::new(a.clone(), s.clone(), config.tz))
-                .collect(),
+            status_maps: config.status_maps.iter().map(|(_, m)| m.clone()).collect(),
+            bins,
+            analyzers,
+            bin_devices: config.bins.iter().map(|b| b.device.clone()).collect(),
+            analyzer_devices: config.analyzers.iter().map(|a| a.device.clone()).collect(),
             ruleset,
+            settings: s.clone(),
             watermark: None,
             open_hour: None,
+            open_day: None,
+            open_month: None,
             lateness_ms: s.breach_grace_ms + s.stale_after_ms + 5_000,
             changed_bins: ChangedBins::default(),
+            implausible: false,
+            jump: None,
         }
     }
 
@@ -703,25 +665,78 @@ impl Engine {
         }
     }
 
-    /// Applies one poll group (readings of one device at one time) and returns what follows.
+    /// Samples taken later than their minute's closing (not judged), per analyzer.
+    pub fn late_samples(&self) -> u64 {
+        self.analyzers.iter().map(|a| a.late_samples).sum()
+    }
+
+    /// Applies one poll group (readings of one device at one time) and returns what follows,
+    /// without keeping the flags it sets (tests; the pipeline uses [`Engine::ingest`]).
     pub fn ingest_poll(&mut self, group: &[Reading]) -> Vec<Output> {
+        let mut group = group.to_vec();
+        self.ingest(&mut group)
+    }
+
+    /// Applies one poll group and returns what follows. Sets each reading's flag to what the
+    /// rules make of it — C, M, F from an analyzer's state or a window, D for a sensor its fault
+    /// indicator calls faulted — so that what is stored and uploaded carries it.
+    pub fn ingest(&mut self, group: &mut [Reading]) -> Vec<Output> {
         let mut out = Vec::new();
         let Some(at) = group.iter().map(|r| r.at_ms).max() else {
             return out;
         };
+        if !time::plausible(at) {
+            if !self.implausible {
+                out.push(Output::ClockImplausible {
+                    at_ms: at,
+                    ruleset: self.ruleset.clone(),
+                });
+                self.implausible = true;
+            }
+            return out;
+        }
+        self.implausible = false;
+        if let Some(w) = self.watermark {
+            let tolerance = self.settings.clock_jump_tolerance_ms;
+            if at.abs_diff(w) > tolerance.unsigned_abs() {
+                // Readings still in flight from before a jump are not a jump back.
+                if let Some((from, to)) = self.jump {
+                    if w < to.saturating_add(tolerance) && at.abs_diff(from) <= tolerance as u64 {
+                        return out;
+                    }
+                }
+                self.discontinuity(w, at, "reading_times", &mut out);
+            }
+        }
         if self.open_hour.is_none() {
+            self.open_periods(at);
             let hour = time::hour_start(self.tz, at);
-            self.open_hour = Some((hour, time::next_hour(self.tz, hour)));
             for b in &mut self.bins {
                 b.start(hour);
             }
             self.all_bins_changed();
         }
+        // The analyzers' states and the nodes' fault indicators first: they decide the flags of
+        // the group's values.
+        for r in group.iter() {
+            match self.roles.get(r.point.0 as usize).copied().flatten() {
+                Some(Role::AnalyzerStatus { analyzer, map }) => {
+                    if let Some(map) = self.status_maps.get(map) {
+                        self.analyzers[analyzer].status(r, map, &self.ruleset, &mut out);
+                    }
+                }
+                Some(Role::BinFault { bin, indicator }) => {
+                    self.bins[bin].apply_indicator(indicator, r)
+                }
+                _ => {}
+            }
+        }
         let mut touched_bins: Vec<usize> = Vec::new();
-        for r in group {
+        for r in group.iter_mut() {
             match self.roles.get(r.point.0 as usize).copied().flatten() {
                 Some(Role::Bin { bin, signal }) => {
                     let tracker = &mut self.bins[bin];
+                    r.flag = bin_flag(tracker, signal, r.flag, r.at_ms);
                     tracker.apply(signal, r);
                     if !touched_bins.contains(&bin) {
                         touched_bins.push(bin);
@@ -729,12 +744,23 @@ impl Engine {
                 }
                 Some(Role::Latch { bin, field }) => self.bins[bin].apply_latch(field, r),
                 Some(Role::Pollutant { analyzer, code }) => {
-                    self.analyzers[analyzer].sample_other(code, r, &self.ruleset, &mut out)
+                    let a = &mut self.analyzers[analyzer];
+                    r.flag = a.flag_for(r.flag, r.at_ms);
+                    a.sample_other(code, r, &self.ruleset, &mut out)
                 }
                 Some(Role::Nmhc { analyzer }) => {
-                    self.analyzers[analyzer].sample(r, &self.ruleset, &mut out)
+                    let a = &mut self.analyzers[analyzer];
+                    r.flag = a.flag_for(r.flag, r.at_ms);
+                    a.sample(r, &self.ruleset, &mut out)
                 }
-                None => {}
+                Some(Role::BinFault { bin, .. }) => {
+                    if let Some(w) = &self.bins[bin].window {
+                        if matches!(r.flag, Flag::N | Flag::T) {
+                            r.flag = w.kind.flag();
+                        }
+                    }
+                }
+                Some(Role::AnalyzerStatus { .. }) | None => {}
             }
         }
         for bin in touched_bins {
@@ -745,39 +771,375 @@ impl Engine {
         out
     }
 
-    /// Moves the engine's notion of "now" (from reading times only): closes minutes and hours
-    /// that can no longer receive readings, and marks inputs that went stale.
+    /// Opens the hour, day and month holding `at`.
+    fn open_periods(&mut self, at: i64) {
+        let hour = time::hour_start(self.tz, at);
+        self.open_hour = Some((hour, time::next_hour(self.tz, hour)));
+        let day = time::day_start(self.tz, hour);
+        self.open_day = Some((day, time::next_day(self.tz, day)));
+        let month = time::month_start(self.tz, hour);
+        self.open_month = Some((month, time::next_month(self.tz, month)));
+    }
+
+    /// Moves the engine's notion of "now" (from reading times only): closes minutes, hours,
+    /// days and months that can no longer receive readings, marks inputs that went stale, and
+    /// reports windows open too long.
     fn advance(&mut self, at: i64, out: &mut Vec<Output>) {
         let watermark = self.watermark.map_or(at, |w| w.max(at));
         self.watermark = Some(watermark);
         for a in &mut self.analyzers {
-            a.close_minutes_before(watermark - self.lateness_ms, &self.ruleset, out);
+            a.close_minutes_before(
+                watermark.saturating_sub(self.lateness_ms),
+                &self.ruleset,
+                out,
+            );
         }
         while let Some((hour, end)) = self.open_hour {
-            if watermark < end + self.lateness_ms {
+            if watermark < end.saturating_add(self.lateness_ms) {
                 break;
             }
-            for b in &mut self.bins {
-                b.close_hour(hour, end, &self.ruleset, out);
-            }
-            self.all_bins_changed();
-            for a in &mut self.analyzers {
-                a.close_hour(hour, end, &self.ruleset, out);
-            }
+            self.close_hour(hour, end, out);
             self.open_hour = Some((end, time::next_hour(self.tz, end)));
+            self.close_periods_before(end, out);
         }
+        self.report_overdue_windows(watermark, out);
+    }
+
+    fn close_hour(&mut self, hour: i64, end: i64, out: &mut Vec<Output>) {
+        for b in &mut self.bins {
+            b.close_hour(hour, end, &self.ruleset, out);
+        }
+        self.all_bins_changed();
+        for a in &mut self.analyzers {
+            a.close_hour(hour, end, &self.ruleset, out);
+        }
+    }
+
+    /// Closes the open day and month if they end at or before `t`, and opens the ones holding
+    /// `t`.
+    fn close_periods_before(&mut self, t: i64, out: &mut Vec<Output>) {
+        if let Some((day, end)) = self.open_day.filter(|(_, end)| *end <= t) {
+            for b in &mut self.bins {
+                b.close_period(false, day, end, &self.ruleset, out);
+            }
+            for a in &mut self.analyzers {
+                a.close_day(day, &self.ruleset, out);
+            }
+            let next = time::day_start(self.tz, t);
+            self.open_day = Some((next, time::next_day(self.tz, next)));
+        }
+        if let Some((month, end)) = self.open_month.filter(|(_, end)| *end <= t) {
+            for b in &mut self.bins {
+                b.close_period(true, month, end, &self.ruleset, out);
+            }
+            for a in &mut self.analyzers {
+                a.close_month(month, &self.ruleset, out);
+            }
+            let next = time::month_start(self.tz, t);
+            self.open_month = Some((next, time::next_month(self.tz, next)));
+        }
+    }
+
+    /// The readings' time stepped from `from` to `to` further than the tolerance. Everything
+    /// open ends at `from` as interrupted; a jump within the same hour forward only leaves the
+    /// gap unknown; otherwise the open hour (and its day and month, if `to` is outside them)
+    /// are closed there and the timeline begins again at `to` — no outputs for skipped hours,
+    /// nothing merged into earlier minutes.
+    fn discontinuity(&mut self, from: i64, to: i64, detected_by: &str, out: &mut Vec<Output>) {
+        out.push(Output::ClockJump {
+            from_ms: from,
+            to_ms: to,
+            size_ms: to.saturating_sub(from),
+            detected_by: detected_by.to_owned(),
+            ruleset: self.ruleset.clone(),
+        });
+        self.jump = Some((from, to));
+        for b in &mut self.bins {
+            b.interrupt(from, &self.ruleset, out);
+        }
+        for a in &mut self.analyzers {
+            a.interrupt(from, &self.ruleset, out);
+        }
+        self.all_bins_changed();
+        self.watermark = Some(to);
+        let Some((hour, end)) = self.open_hour else {
+            return;
+        };
+        if to >= from && to < end {
+            return; // Forward within the hour: the gap is unknown time, as any gap.
+        }
+        self.close_hour(hour, end, out);
+        // The day and month end early too, unless `to` is still inside them.
+        let outside = |period: Option<(i64, i64)>| period.is_some_and(|(s, e)| to < s || to >= e);
+        if outside(self.open_day) {
+            if let Some((day, end)) = self.open_day {
+                for b in &mut self.bins {
+                    b.close_period(false, day, end, &self.ruleset, out);
+                }
+                for a in &mut self.analyzers {
+                    a.close_day(day, &self.ruleset, out);
+                }
+            }
+        }
+        if outside(self.open_month) {
+            if let Some((month, end)) = self.open_month {
+                for b in &mut self.bins {
+                    b.close_period(true, month, end, &self.ruleset, out);
+                }
+                for a in &mut self.analyzers {
+                    a.close_month(month, &self.ruleset, out);
+                }
+            }
+        }
+        let keep_day = !outside(self.open_day);
+        let keep_month = !outside(self.open_month);
+        let (day, month) = (self.open_day, self.open_month);
+        self.open_periods(to);
+        if keep_day {
+            self.open_day = day;
+        }
+        if keep_month {
+            self.open_month = month;
+        }
+        for b in &mut self.bins {
+            b.restart_at(to);
+        }
+        for a in &mut self.analyzers {
+            a.restart_at(to);
+        }
+    }
+
+    /// The wall clock moved against the monotonic clock from `from` to `to` (live): the same as
+    /// a jump found in the readings, unless the readings already showed it.
+    pub fn clock_jump(&mut self, from: i64, to: i64) -> Vec<Output> {
+        let mut out = Vec::new();
+        let tolerance = self.settings.clock_jump_tolerance_ms.unsigned_abs();
+        let seen = self.watermark.is_none_or(|w| w.abs_diff(to) <= tolerance);
+        if !seen && time::plausible(to) {
+            self.discontinuity(
+                self.watermark.unwrap_or(from),
+                to,
+                "monotonic_clock",
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// The bins and analyzers a window target names.
+    fn resolve(&self, target: &str) -> Result<(Vec<usize>, Vec<usize>), WindowError> {
+        let bins: Vec<usize> = (0..self.bins.len())
+            .filter(|&i| self.bins[i].key() == target || self.bin_devices[i] == target)
+            .collect();
+        let analyzers: Vec<usize> = (0..self.analyzers.len())
+            .filter(|&i| self.analyzers[i].key() == target || self.analyzer_devices[i] == target)
+            .collect();
+        if bins.is_empty() && analyzers.is_empty() {
+            return Err(WindowError::UnknownTarget(target.to_owned()));
+        }
+        Ok((bins, analyzers))
+    }
+
+    /// Opens a window at `at_ms` on every bin and analyzer its target names; `announce` makes
+    /// the `window_started` outputs (false when restoring windows at start).
+    pub fn open_window(
+        &mut self,
+        window: &Window,
+        at_ms: i64,
+        announce: bool,
+    ) -> Result<Vec<Output>, WindowError> {
+        if window.reason.trim().is_empty() {
+            return Err(WindowError::Missing("reason"));
+        }
+        if window.by.trim().is_empty() {
+            return Err(WindowError::Missing("name of who opens it (by)"));
+        }
+        let (bins, analyzers) = self.resolve(&window.target)?;
+        let open = bins
+            .iter()
+            .filter_map(|&b| {
+                self.bins[b]
+                    .window
+                    .as_ref()
+                    .map(|w| (self.bins[b].key(), w))
+            })
+            .chain(analyzers.iter().filter_map(|&a| {
+                self.analyzers[a]
+                    .window
+                    .as_ref()
+                    .map(|w| (self.analyzers[a].key(), w))
+            }))
+            .next();
+        if let Some((key, w)) = open {
+            return Err(WindowError::AlreadyOpen {
+                target: key.to_owned(),
+                kind: w.kind.name(),
+                since_ms: w.started_ms,
+            });
+        }
+        let opened = windows::OpenWindow {
+            kind: window.kind,
+            started_ms: at_ms,
+            reason: window.reason.clone(),
+            by: window.by.clone(),
+            reported_overdue: false,
+        };
+        let mut out = Vec::new();
+        let announce_for = |key: &str, out: &mut Vec<Output>| {
+            if announce {
+                out.push(Output::WindowStarted {
+                    target: key.to_owned(),
+                    window: window.kind,
+                    at_ms,
+                    reason: window.reason.clone(),
+                    by: window.by.clone(),
+                    ruleset: self.ruleset.clone(),
+                });
+            }
+        };
+        for &b in &bins {
+            announce_for(self.bins[b].key(), &mut out);
+        }
+        for &a in &analyzers {
+            announce_for(self.analyzers[a].key(), &mut out);
+        }
+        for &b in &bins {
+            self.bins[b].window = Some(opened.clone());
+            self.changed_bins.add(b);
+            self.bins[b].judge(
+                at_ms.max(self.watermark.unwrap_or(at_ms)),
+                &self.ruleset,
+                &mut out,
+            );
+        }
+        for &a in &analyzers {
+            self.analyzers[a].window = Some(opened.clone());
+        }
+        Ok(out)
+    }
+
+    /// Closes the windows open on what `target` names, at `at_ms`, by `by`.
+    pub fn close_window(
+        &mut self,
+        target: &str,
+        at_ms: i64,
+        by: &str,
+    ) -> Result<Vec<Output>, WindowError> {
+        if by.trim().is_empty() {
+            return Err(WindowError::Missing("name of who closes it (by)"));
+        }
+        let (bins, analyzers) = self.resolve(target)?;
+        let mut out = Vec::new();
+        let ended = |key: &str, w: windows::OpenWindow, ruleset: &str| Output::WindowEnded {
+            target: key.to_owned(),
+            window: w.kind,
+            at_ms,
+            started_ms: w.started_ms,
+            reason: w.reason,
+            opened_by: w.by,
+            by: by.to_owned(),
+            ruleset: ruleset.to_owned(),
+        };
+        for &b in &bins {
+            if let Some(w) = self.bins[b].window.take() {
+                out.push(ended(self.bins[b].key(), w, &self.ruleset));
+                self.changed_bins.add(b);
+            }
+        }
+        for &a in &analyzers {
+            if let Some(w) = self.analyzers[a].window.take() {
+                out.push(ended(self.analyzers[a].key(), w, &self.ruleset));
+            }
+        }
+        if out.is_empty() {
+            return Err(WindowError::NotOpen(target.to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn report_overdue_windows(&mut self, now: i64, out: &mut Vec<Output>) {
+        let max = self.settings.window_max_ms;
+        let ruleset = &self.ruleset;
+        let windows = self
+            .bins
+            .iter_mut()
+            .map(|b| (b.key().to_owned(), &mut b.window))
+            .chain(
+                self.analyzers
+                    .iter_mut()
+                    .map(|a| (a.key().to_owned(), &mut a.window)),
+            );
+        for (key, window) in windows {
+            let Some(w) = window.as_mut() else { continue };
+            let limit = max[w.kind.index()];
+            if !w.reported_overdue && now - w.started_ms > limit {
+                w.reported_overdue = true;
+                out.push(Output::WindowOverdue {
+                    target: key,
+                    window: w.kind,
+                    at_ms: now,
+                    started_ms: w.started_ms,
+                    max_ms: limit,
+                    opened_by: w.by.clone(),
+                    ruleset: ruleset.clone(),
+                });
+            }
+        }
+    }
+
+    /// The windows open now: (target, kind, since, reason, by).
+    pub fn open_windows(&self) -> Vec<(String, WindowKind, i64, String, String)> {
+        let bins = self.bins.iter().map(|b| (b.key(), &b.window));
+        let analyzers = self.analyzers.iter().map(|a| (a.key(), &a.window));
+        bins.chain(analyzers)
+            .filter_map(|(k, w)| {
+                w.as_ref().map(|w| {
+                    (
+                        k.to_owned(),
+                        w.kind,
+                        w.started_ms,
+                        w.reason.clone(),
+                        w.by.clone(),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Closes every hour up to `until_ms` as if time had passed without readings (end of a
     /// replay). Bins and analyzers without fresh data become unknown.
     pub fn finish(&mut self, until_ms: i64) -> Vec<Output> {
         let mut out = Vec::new();
+        if !time::plausible(until_ms) {
+            return out;
+        }
         for b in &mut self.bins {
             b.judge(until_ms, &self.ruleset, &mut out);
         }
         self.all_bins_changed();
-        self.advance(until_ms + self.lateness_ms, &mut out);
+        self.advance(until_ms.saturating_add(self.lateness_ms), &mut out);
         out
+    }
+}
+
+/// The flag a bin input is kept with: the window's while one is open, D while its fault
+/// indicator calls its sensor faulted, else as read.
+fn bin_flag(tracker: &BinTracker, signal: Signal, flag: Flag, at: i64) -> Flag {
+    if !matches!(flag, Flag::N | Flag::T) {
+        return flag;
+    }
+    if let Some(w) = tracker.window.as_ref().filter(|w| at >= w.started_ms) {
+        return w.kind.flag();
+    }
+    let part = match signal {
+        Signal::LidClosed | Signal::LidOpen => crate::poll::reading::SensorPart::Lid,
+        Signal::GateOpen => crate::poll::reading::SensorPart::Gate,
+        Signal::LevelMm => crate::poll::reading::SensorPart::Level,
+    };
+    if tracker.faulted(part) {
+        Flag::D
+    } else {
+        flag
     }
 }
 
@@ -813,20 +1175,40 @@ impl Replay {
         for r in chunk {
             if let Some(first) = self.pending.first() {
                 if first.at_ms != r.at_ms || self.device(first) != self.device(r) {
-                    out.extend(self.engine.ingest_poll(&self.pending));
+                    out.extend(self.engine.ingest(&mut self.pending));
                     self.pending.clear();
                 }
             }
-            self.last_at = Some(self.last_at.map_or(r.at_ms, |t| t.max(r.at_ms)));
+            if time::plausible(r.at_ms) {
+                self.last_at = Some(self.last_at.map_or(r.at_ms, |t| t.max(r.at_ms)));
+            }
             self.pending.push(*r);
         }
         out
     }
 
-    /// Ends the stream: the last group, then every hour up to the last reading is closed.
+    /// A window opened or closed at `at_ms`, between the readings before and after it.
+    pub fn window(
+        &mut self,
+        at_ms: i64,
+        command: &crate::pipeline::WindowCommand,
+    ) -> Result<Vec<Output>, WindowError> {
+        let mut out = self.engine.ingest(&mut self.pending);
+        self.pending.clear();
+        out.extend(match command {
+            crate::pipeline::WindowCommand::Start(w) => self.engine.open_window(w, at_ms, true)?,
+            crate::pipeline::WindowCommand::End { target, by } => {
+                self.engine.close_window(target, at_ms, by)?
+            }
+        });
+        Ok(out)
+    }
+
+    /// Ends the stream: the last group, then every hour up to the last reading of the
+    /// stream's last stretch of time (after any clock jump) is closed.
     pub fn finish(mut self) -> Vec<Output> {
-        let mut out = self.engine.ingest_poll(&self.pending);
-        if let Some(t) = self.last_at {
+        let mut out = self.engine.ingest(&mut self.pending);
+        if let (Some(_), Some(t)) = (self.last_at, self.engine.watermark) {
             out.extend(self.engine.finish(t));
         }
         out

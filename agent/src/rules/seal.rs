@@ -1,12 +1,28 @@
-//! The per-bin judge: seal state, breaches and charging cycles, from the lid, gate and level.
+//! The per-bin judge: seal state, breaches and charging cycles, from the lid, gate and level,
+//! the seal node's fault indicators, and the windows people open.
+//!
+//! - A fault indicator that is set (a broken level loop, disagreeing lid switches, settings not
+//!   commissioned), unreadable or stale makes the bin `unknown` with the indicator and the fault
+//!   named: never `sealed`, never a breach.
+//! - A level that reads exactly the same value longer than `level_frozen_ms` makes the bin
+//!   `suspect` (no level breach can start; a switch-based one still can); a cycle whose level
+//!   fell less than `level_min_change_mm` while the gate was open is suspect. Suspect cycles are
+//!   never counted as held.
+//! - A window makes the bin `maintenance`: not judged, kept out of compliance figures.
+//!
+//! Cycles count in exactly one outcome (held, lost, interrupted, suspect, reconciled); hours,
+//! days and months add up their times in the six states to their length.
 
 use chrono_tz::Tz;
 
+use super::output::{BinSummary, CycleOutcome};
 use super::time::HourCalendar;
+use super::windows::OpenWindow;
 use super::{
     BinRules, FlagCounts, Hours, LatchField, Output, RuleSettings, SealState, Signal, Signature,
 };
-use crate::poll::reading::{Flag, Reading};
+use crate::config::profile::FaultIndicator;
+use crate::poll::reading::{Flag, Reading, SensorPart};
 
 /// The latest reading of one input.
 #[derive(Debug, Clone, Copy)]
@@ -19,12 +35,57 @@ struct Input {
 /// What one hour of a bin adds up to, so far.
 #[derive(Debug, Default, Clone)]
 struct HourAcc {
-    state_ms: [i64; 4],
-    cycles: u32,
-    held: u32,
-    interrupted: u32,
+    state_ms: [i64; 6],
+    /// Cycles by outcome: held, lost, interrupted, suspect, reconciled.
+    outcomes: [u32; 5],
     breaches: u32,
     flags: FlagCounts,
+    interrupted: bool,
+}
+
+fn outcome_index(o: CycleOutcome) -> usize {
+    match o {
+        CycleOutcome::Held => 0,
+        CycleOutcome::Lost => 1,
+        CycleOutcome::Interrupted => 2,
+        CycleOutcome::Suspect => 3,
+        CycleOutcome::Reconciled => 4,
+    }
+}
+
+/// A day or month of a bin, summed from its hours.
+#[derive(Debug, Clone, Default)]
+struct PeriodAcc {
+    state_ms: [i64; 6],
+    outcomes: [u32; 5],
+    breaches: u32,
+    valid_hours: u32,
+    /// Summarised hours' length, ms (the rest of the period had no data).
+    covered_ms: i64,
+    interrupted: bool,
+}
+
+impl PeriodAcc {
+    fn add(&mut self, hour: &HourAcc, length: i64, valid: bool) {
+        for (a, b) in self.state_ms.iter_mut().zip(hour.state_ms) {
+            *a += b;
+        }
+        for (a, b) in self.outcomes.iter_mut().zip(hour.outcomes) {
+            *a += b;
+        }
+        self.breaches += hour.breaches;
+        self.valid_hours += u32::from(valid);
+        self.covered_ms += length;
+        self.interrupted |= hour.interrupted;
+    }
+}
+
+/// The latest reading of one fault indicator: the faults it says, or the flag it came with
+/// when it said nothing.
+#[derive(Debug, Clone)]
+struct IndicatorState {
+    at: i64,
+    faults: Result<Vec<(SensorPart, String)>, Flag>,
 }
 
 /// A charging cycle in progress.
@@ -36,8 +97,11 @@ struct Cycle {
     gate_opened: Option<i64>,
     gate_closed: Option<i64>,
     level_at_gate_open: Option<f64>,
+    /// Lowest and highest level while the gate was open.
+    gate_levels: Option<(f64, f64)>,
     held: bool,
     interrupted: bool,
+    suspect: Option<String>,
 }
 
 /// What the inputs say at one moment.
@@ -47,6 +111,8 @@ enum Assessment {
         lid_open: bool,
         gate_open: bool,
         level: f64,
+        /// The level cannot be trusted (frozen), and why.
+        level_suspect: Option<String>,
     },
 }
 
@@ -74,6 +140,18 @@ pub(super) struct BinTracker {
     observed: Option<(u16, i64)>,
     /// State before the bin last became unknown.
     before_unknown: SealState,
+    /// The fault indicators of this bin's node ([`super::RulesConfig::indicators`] indexes).
+    indicators: Vec<(usize, String, FaultIndicator)>,
+    /// Their latest readings, by indicator index.
+    indicator_states: std::collections::BTreeMap<usize, IndicatorState>,
+    /// The level's current value and since when it has read exactly that.
+    level_since: Option<(f64, i64)>,
+    /// The window open on this bin.
+    pub(super) window: Option<OpenWindow>,
+    /// Day and month being summed, by start.
+    days: Hours<PeriodAcc>,
+    months: Hours<PeriodAcc>,
+    tz: Tz,
 }
 
 /// Slots in the seal node's event latch.
@@ -107,7 +185,12 @@ fn seq_distance(from: u16, to: u16) -> u32 {
 }
 
 impl BinTracker {
-    pub(super) fn new(rules: BinRules, settings: RuleSettings, tz: Tz) -> Self {
+    pub(super) fn new(
+        rules: BinRules,
+        settings: RuleSettings,
+        tz: Tz,
+        indicators: Vec<(usize, String, FaultIndicator)>,
+    ) -> Self {
         BinTracker {
             rules,
             settings,
@@ -129,7 +212,44 @@ impl BinTracker {
             latch: Latch::default(),
             observed: None,
             before_unknown: SealState::Unknown,
+            indicators,
+            indicator_states: std::collections::BTreeMap::new(),
+            level_since: None,
+            window: None,
+            days: Hours::new(),
+            months: Hours::new(),
+            tz,
         }
+    }
+
+    /// Takes a reading of fault indicator `indicator`.
+    pub(super) fn apply_indicator(&mut self, indicator: usize, r: &Reading) {
+        let Some((_, name, def)) = self.indicators.iter().find(|(i, _, _)| *i == indicator) else {
+            return;
+        };
+        let faults = match (r.value(), r.flag) {
+            (Some(v), Flag::N | Flag::T) if v.is_finite() && v >= 0.0 => {
+                Ok(def.faults(name, v as u64))
+            }
+            (_, flag) => Err(flag),
+        };
+        self.indicator_states.insert(
+            indicator,
+            IndicatorState {
+                at: r.at_ms,
+                faults,
+            },
+        );
+    }
+
+    /// Whether the latest indicator readings say `part` (or the node) is faulted: what a
+    /// reading of that sensor is flagged D for.
+    pub(super) fn faulted(&self, part: SensorPart) -> bool {
+        self.indicator_states.values().any(|s| {
+            s.faults
+                .as_ref()
+                .is_ok_and(|f| f.iter().any(|(p, _)| *p == part || *p == SensorPart::Node))
+        })
     }
 
     /// Starts the timeline at `hour` (unknown until the first judgement).
@@ -138,6 +258,10 @@ impl BinTracker {
             self.since = Some(hour);
             self.closed_until = hour;
         }
+    }
+
+    pub(super) fn key(&self) -> &str {
+        &self.rules.key
     }
 
     pub(super) fn state(&self) -> (SealState, Option<i64>) {
@@ -250,13 +374,7 @@ impl BinTracker {
         out: &mut Vec<Output>,
     ) {
         let ended = closed.unwrap_or(started);
-        let acc = self.hour(ended);
-        acc.cycles += 1;
-        if interrupted {
-            acc.interrupted += 1;
-        } else if held {
-            acc.held += 1;
-        }
+        self.hour(ended).outcomes[outcome_index(CycleOutcome::Reconciled)] += 1;
         out.push(Output::ChargingCycle {
             bin: self.rules.key.clone(),
             started_ms: started,
@@ -266,9 +384,12 @@ impl BinTracker {
             gate_opened_ms: None,
             gate_closed_ms: None,
             level_at_gate_open_mm: None,
+            level_change_mm: None,
             seal_held: held && !interrupted,
             interrupted,
             reconciled: true,
+            suspect: None,
+            outcome: CycleOutcome::Reconciled,
             ruleset: ruleset.to_owned(),
         });
     }
@@ -307,11 +428,41 @@ impl BinTracker {
                     (t - input.at) / 1000
                 ));
             }
-            match (input.value, input.flag) {
-                (Some(v), Flag::N) if v.is_finite() => values[i] = v,
-                (_, flag) => return Assessment::Unknown(format!("{} flagged {flag}", NAMES[i])),
+        }
+        // The node's own word on its sensors comes before what their readings are flagged (a
+        // faulted sensor's readings are flagged D for that reason).
+        let mut reasons: Vec<String> = Vec::new();
+        for (index, name, _) in &self.indicators {
+            let reason = match self.indicator_states.get(index) {
+                None => format!("no {name} reading yet"),
+                Some(s) if t - s.at > self.settings.stale_after_ms => {
+                    format!("{name} reading is {} s old", (t - s.at) / 1000)
+                }
+                Some(IndicatorState {
+                    faults: Err(flag), ..
+                }) => format!("{name} flagged {flag}"),
+                Some(IndicatorState { faults: Ok(f), .. }) if !f.is_empty() => f
+                    .iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                Some(_) => continue,
+            };
+            reasons.push(reason);
+        }
+        if !reasons.is_empty() {
+            return Assessment::Unknown(reasons.join("; "));
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            match input.map(|input| (input.value, input.flag)) {
+                Some((Some(v), Flag::N)) if v.is_finite() => values[i] = v,
+                Some((_, flag)) => {
+                    return Assessment::Unknown(format!("{} flagged {flag}", NAMES[i]))
+                }
+                None => return Assessment::Unknown(format!("no {} reading yet", NAMES[i])),
             }
         }
+        let level_suspect = self.level_frozen(t, values[3]);
         let (closed, open) = (values[0] != 0.0, values[1] != 0.0);
         let lid_open = match (closed, open) {
             (true, true) => {
@@ -341,7 +492,25 @@ impl BinTracker {
             lid_open,
             gate_open: values[2] != 0.0,
             level: values[3],
+            level_suspect,
         }
+    }
+
+    /// Whether the level has read exactly `level` for longer than the frozen limit, and why.
+    fn level_frozen(&mut self, t: i64, level: f64) -> Option<String> {
+        let (value, since) = match self.level_since {
+            Some((v, since)) if v == level => (v, since.min(t)),
+            _ => (level, t),
+        };
+        self.level_since = Some((value, since));
+        let limit = self.settings.level_frozen_ms;
+        (limit > 0 && t - since > limit).then(|| {
+            format!(
+                "level frozen at {value} mm for {} s (more than {} s)",
+                (t - since) / 1000,
+                limit / 1000
+            )
+        })
     }
 
     /// Judges the bin at time `t`, after a poll group was applied.
@@ -358,7 +527,12 @@ impl BinTracker {
             }
         }
         self.last_judged = Some(t.max(self.last_judged.unwrap_or(t)));
-        let (lid_open, gate_open, level) = match self.assess(t) {
+        if let Some(w) = &self.window {
+            let reason = format!("{} window: {} ({})", w.kind.name(), w.reason, w.by);
+            self.go_unknown_as(SealState::Maintenance, t, reason, ruleset, out);
+            return;
+        }
+        let (lid_open, gate_open, level, level_suspect) = match self.assess(t) {
             Assessment::Unknown(reason) => {
                 self.go_unknown(t, reason, ruleset, out);
                 return;
@@ -367,10 +541,16 @@ impl BinTracker {
                 lid_open,
                 gate_open,
                 level,
-            } => (lid_open, gate_open, level),
+                level_suspect,
+            } => (lid_open, gate_open, level, level_suspect),
         };
         if self.state == SealState::Unknown {
             self.reconcile(ruleset, out);
+        }
+        if self.state == SealState::Maintenance {
+            // Out of a window: what happened during it is not judged afterwards either.
+            self.cycle = None;
+            self.prev_open = None;
         }
         if let (Some(seq), Some(boot)) = (self.latch.newest_seq, self.latch.boot_ms()) {
             self.observed = Some((seq, boot));
@@ -383,7 +563,9 @@ impl BinTracker {
         };
         // Level breach with hysteresis: it ends only once the level is back above min + hysteresis.
         let min = self.rules.seal_level_min_mm;
-        self.level_latched = gate_open
+        // A level that cannot be trusted starts no level breach.
+        self.level_latched = level_suspect.is_none()
+            && gate_open
             && (level < min
                 || (self.level_latched && level < min + self.settings.level_hysteresis_mm));
         let signature = if lid_open && gate_open {
@@ -400,6 +582,9 @@ impl BinTracker {
         };
 
         self.track_cycle_inputs(t, lid_open, gate_open, level);
+        if let (Some(why), Some(c)) = (&level_suspect, &mut self.cycle) {
+            c.suspect.get_or_insert_with(|| why.clone());
+        }
 
         match signature {
             Some(sig) => {
@@ -428,18 +613,14 @@ impl BinTracker {
             }
         }
         if self.breach.is_none() {
-            let new = if any_open {
-                SealState::Charging
-            } else {
-                SealState::Sealed
+            let (new, reason) = match &level_suspect {
+                Some(why) => (SealState::Suspect, why.clone()),
+                None if lid_open && gate_open => (SealState::Charging, "lid and gate open".into()),
+                None if lid_open => (SealState::Charging, "lid open".into()),
+                None if gate_open => (SealState::Charging, "gate open".into()),
+                None => (SealState::Sealed, "lid and gate closed".into()),
             };
-            let reason = match new {
-                SealState::Charging if lid_open && gate_open => "lid and gate open",
-                SealState::Charging if lid_open => "lid open",
-                SealState::Charging => "gate open",
-                _ => "lid and gate closed",
-            };
-            self.set_state(new, t, reason.to_owned(), ruleset, out);
+            self.set_state(new, t, reason, ruleset, out);
         }
         // A cycle is complete once lid and gate have both opened and everything is closed again;
         // one that stays closed longer than `max_open_s` without completing ends there too.
@@ -469,9 +650,12 @@ impl BinTracker {
                 gate_opened: None,
                 gate_closed: None,
                 level_at_gate_open: None,
+                gate_levels: None,
                 held: true,
                 // Opened while we could not see: its beginning is not observed.
-                interrupted: self.state == SealState::Unknown || self.prev_open.is_none(),
+                interrupted: matches!(self.state, SealState::Unknown | SealState::Maintenance)
+                    || self.prev_open.is_none(),
+                suspect: None,
             });
         }
         if let Some(c) = &mut self.cycle {
@@ -485,6 +669,11 @@ impl BinTracker {
                 c.gate_opened = Some(t);
                 c.level_at_gate_open = Some(level);
             }
+            if gate_open || was_gate {
+                // The level at the gate's closing counts too: it is where the fall ended.
+                let (lo, hi) = c.gate_levels.unwrap_or((level, level));
+                c.gate_levels = Some((lo.min(level), hi.max(level)));
+            }
             if was_gate && !gate_open {
                 c.gate_closed = Some(t);
             }
@@ -492,14 +681,24 @@ impl BinTracker {
         self.prev_open = Some((lid_open, gate_open));
     }
 
-    fn emit_cycle(&mut self, c: Cycle, t: i64, ruleset: &str, out: &mut Vec<Output>) {
-        let acc = self.hour(t);
-        acc.cycles += 1;
-        if c.interrupted {
-            acc.interrupted += 1;
-        } else if c.held {
-            acc.held += 1;
+    fn emit_cycle(&mut self, mut c: Cycle, t: i64, ruleset: &str, out: &mut Vec<Output>) {
+        let change = c.gate_levels.map(|(lo, hi)| hi - lo);
+        let min_change = self.settings.level_min_change_mm;
+        if let Some(change) = change.filter(|ch| min_change > 0.0 && *ch < min_change) {
+            c.suspect.get_or_insert_with(|| {
+                format!("the level moved only {change} mm while the gate was open (less than {min_change} mm): no coal flowed, or the level did not see it")
+            });
         }
+        let outcome = if c.interrupted {
+            CycleOutcome::Interrupted
+        } else if !c.held {
+            CycleOutcome::Lost
+        } else if c.suspect.is_some() {
+            CycleOutcome::Suspect
+        } else {
+            CycleOutcome::Held
+        };
+        self.hour(t).outcomes[outcome_index(outcome)] += 1;
         out.push(Output::ChargingCycle {
             bin: self.rules.key.clone(),
             started_ms: c.started,
@@ -509,15 +708,31 @@ impl BinTracker {
             gate_opened_ms: c.gate_opened,
             gate_closed_ms: c.gate_closed,
             level_at_gate_open_mm: c.level_at_gate_open,
-            seal_held: c.held && !c.interrupted,
+            level_change_mm: change,
+            seal_held: outcome == CycleOutcome::Held,
             interrupted: c.interrupted,
             reconciled: false,
+            suspect: c.suspect,
+            outcome,
             ruleset: ruleset.to_owned(),
         });
     }
 
     fn go_unknown(&mut self, at: i64, reason: String, ruleset: &str, out: &mut Vec<Output>) {
-        if self.state != SealState::Unknown {
+        self.go_unknown_as(SealState::Unknown, at, reason, ruleset, out);
+    }
+
+    /// Leaves judged time for a state where nothing is judged (unknown, maintenance): any
+    /// breach ends there, a cycle in progress is interrupted.
+    fn go_unknown_as(
+        &mut self,
+        state: SealState,
+        at: i64,
+        reason: String,
+        ruleset: &str,
+        out: &mut Vec<Output>,
+    ) {
+        if !matches!(self.state, SealState::Unknown | SealState::Maintenance) {
             self.before_unknown = self.state;
         }
         self.candidate = None;
@@ -529,7 +744,7 @@ impl BinTracker {
         if let Some(c) = &mut self.cycle {
             c.interrupted = true;
         }
-        self.set_state(SealState::Unknown, at, reason, ruleset, out);
+        self.set_state(state, at, reason, ruleset, out);
     }
 
     fn end_breach(&mut self, at: i64, by_unknown: bool, ruleset: &str, out: &mut Vec<Output>) {
@@ -604,10 +819,17 @@ impl BinTracker {
         let acc = self.hours.remove(&hour).unwrap_or_default();
         // Anything older (there should be none) is dropped with this hour.
         self.hours.retain(|&h, _| h >= end);
-        let [sealed, charging, breach, unknown] = acc.state_ms;
+        let [sealed, charging, breach, unknown, suspect, maintenance] = acc.state_ms;
         let known = sealed + charging + breach;
         let length = end - hour;
-        let judged = acc.cycles - acc.interrupted;
+        let judgeable = length - maintenance;
+        let [held, lost, interrupted, suspect_cycles, reconciled] = acc.outcomes;
+        let valid = judgeable > 0 && known * 4 >= judgeable * 3;
+        let period = |m: &mut Hours<PeriodAcc>, start: i64| {
+            m.entry(start).or_default().add(&acc, length, valid)
+        };
+        period(&mut self.days, super::time::day_start(self.tz, hour));
+        period(&mut self.months, super::time::month_start(self.tz, hour));
         out.push(Output::BinHour {
             bin: self.rules.key.clone(),
             hour_ms: hour,
@@ -615,20 +837,104 @@ impl BinTracker {
             charging_ms: charging,
             breach_ms: breach,
             unknown_ms: unknown,
-            cycles: acc.cycles,
-            cycles_held: acc.held,
-            cycles_interrupted: acc.interrupted,
+            suspect_ms: suspect,
+            maintenance_ms: maintenance,
+            cycles: acc.outcomes.iter().sum(),
+            cycles_held: held,
+            cycles_lost: lost,
+            cycles_interrupted: interrupted,
+            cycles_suspect: suspect_cycles,
+            cycles_reconciled: reconciled,
             breaches: acc.breaches,
-            cycle_compliance: (judged > 0).then(|| f64::from(acc.held) / f64::from(judged)),
+            cycle_compliance: (held + lost > 0).then(|| f64::from(held) / f64::from(held + lost)),
             time_compliance: (known > 0).then(|| (sealed + charging) as f64 / known as f64),
-            completeness: if length > 0 {
-                known as f64 / length as f64
+            completeness: if judgeable > 0 {
+                known as f64 / judgeable as f64
             } else {
-                0.0
+                1.0
             },
-            valid: known * 4 >= length * 3,
+            valid,
             flags: acc.flags,
+            interrupted: acc.interrupted,
             ruleset: ruleset.to_owned(),
         });
+    }
+
+    /// Emits the summary of the day or month starting at `start` and ending at `end`, summed
+    /// from the hours closed in it (`month`: a month, else a day).
+    pub(super) fn close_period(
+        &mut self,
+        month: bool,
+        start: i64,
+        end: i64,
+        ruleset: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let map = if month {
+            &mut self.months
+        } else {
+            &mut self.days
+        };
+        let Some(acc) = map.remove(&start) else {
+            return;
+        };
+        map.retain(|&s, _| s >= end);
+        let [sealed, charging, breach, unknown, suspect, maintenance] = acc.state_ms;
+        let [held, lost, interrupted, suspect_cycles, reconciled] = acc.outcomes;
+        let known = sealed + charging + breach;
+        let judgeable = acc.covered_ms - maintenance;
+        let summary = BinSummary {
+            bin: self.rules.key.clone(),
+            start_ms: start,
+            end_ms: end,
+            sealed_ms: sealed,
+            charging_ms: charging,
+            breach_ms: breach,
+            unknown_ms: unknown,
+            suspect_ms: suspect,
+            maintenance_ms: maintenance,
+            no_data_ms: (end - start - acc.covered_ms).max(0),
+            cycles: acc.outcomes.iter().sum(),
+            cycles_held: held,
+            cycles_lost: lost,
+            cycles_interrupted: interrupted,
+            cycles_suspect: suspect_cycles,
+            cycles_reconciled: reconciled,
+            breaches: acc.breaches,
+            valid_hours: acc.valid_hours,
+            completeness: (judgeable > 0).then(|| known as f64 / judgeable as f64),
+            cycle_compliance: (held + lost > 0).then(|| f64::from(held) / f64::from(held + lost)),
+            interrupted: acc.interrupted,
+            ruleset: ruleset.to_owned(),
+        };
+        out.push(if month {
+            Output::BinMonth(summary)
+        } else {
+            Output::BinDay(summary)
+        });
+    }
+
+    /// A clock jump at `from`: the bin is unknown from there, the hour holding it is marked
+    /// interrupted.
+    pub(super) fn interrupt(&mut self, from: i64, ruleset: &str, out: &mut Vec<Output>) {
+        if self.state != SealState::Unknown {
+            self.go_unknown(from, "clock jump".to_owned(), ruleset, out);
+        }
+        self.hour(from).interrupted = true;
+        self.level_since = None;
+        self.lid_moving_since = None;
+    }
+
+    /// After a clock jump whose hour was closed: the timeline begins again at `to`, unknown
+    /// until judged; the part of its hour before `to` was not observed.
+    pub(super) fn restart_at(&mut self, to: i64) {
+        let hour = self.calendar.start_of(to);
+        self.hours.clear();
+        self.since = Some(to);
+        self.closed_until = hour;
+        self.last_judged = None;
+        let acc = self.hours.entry(hour).or_default();
+        acc.interrupted = true;
+        acc.state_ms[SealState::Unknown.index()] += to - hour;
     }
 }

@@ -10,15 +10,19 @@ const T0: i64 = 1_767_225_600_000;
 const S: i64 = 1000;
 
 fn config() -> RulesConfig {
+    let settings = RuleSettings::default();
     RulesConfig {
-        tz: chrono_tz::Asia::Shanghai,
-        settings: RuleSettings::default(),
         bins: vec![BinRules {
             key: "F1/B1".into(),
+            device: "f1-b1-node".into(),
             seal_level_min_mm: 800.0,
             max_open_ms: 120 * S,
         }],
-        analyzers: vec!["F1/NMHC".into()],
+        // Sampled every 5 s, as the NMHC scenarios here are.
+        analyzers: vec![AnalyzerRules {
+            samples_per_minute: 12,
+            ..AnalyzerRules::with_defaults("F1/NMHC", &settings)
+        }],
         roles: vec![
             Some(Role::Bin {
                 bin: 0,
@@ -38,6 +42,7 @@ fn config() -> RulesConfig {
             }),
             Some(Role::Nmhc { analyzer: 0 }),
         ],
+        ..RulesConfig::empty(chrono_tz::Asia::Shanghai, settings)
     }
 }
 
@@ -389,8 +394,8 @@ fn an_hour_with_45_valid_minutes_is_valid_and_44_is_not() {
     let out = nmhc_hour(|m| m >= 44, |_| 12.0);
     assert_eq!(
         the_hour(&out),
-        (44, None, Flag::D, false),
-        "44 valid minutes: no valid average, no verdict"
+        (44, None, Flag::B, false),
+        "44 valid minutes: no valid average, no verdict; flagged with what made it invalid (communication faults)"
     );
     let minutes: Vec<&Output> = out
         .iter()
@@ -402,7 +407,7 @@ fn an_hour_with_45_valid_minutes_is_valid_and_44_is_not() {
     assert!(matches!(
         minutes[50],
         Output::NmhcMinute {
-            flag: Flag::D,
+            flag: Flag::B,
             avg: None,
             samples: 12,
             ..
@@ -483,7 +488,9 @@ fn hours_are_local_shanghai_hours_and_add_up() {
     let mut engine = Engine::new(&config());
     let mut out = Vec::new();
     for s in 0..(3600 + 90) {
-        out.extend(engine.ingest_poll(&node(start + s * S, true, false, false, 1000.0)));
+        // A live transmitter flickers by a millimetre; a frozen one would be suspect.
+        let level = 1000.0 + (s % 2) as f64;
+        out.extend(engine.ingest_poll(&node(start + s * S, true, false, false, level)));
     }
     let hours: Vec<(i64, i64, i64, bool)> = out
         .iter()
@@ -823,4 +830,682 @@ fn methane_and_thc_are_aggregated_with_nmhc_in_the_same_minute_and_hour() {
         "exactly 45 valid minutes is a valid hour"
     );
     assert!((thc.avg.unwrap() - 3.6).abs() < 1e-9);
+}
+
+// ---- truthful judgements: faults, plausibility, states, windows, saturation, clocks ---------
+
+use crate::config::profile::{FaultBit, FaultIndicator, StatusMap};
+use crate::poll::reading::{InstrumentState, SensorPart};
+
+/// `config()` plus the seal node's `level_fault` (5), `lid_fault` (6) and `fault_bits` (7), and
+/// the analyzer's `status` register (8, the shipped mapping).
+fn faulty_config() -> RulesConfig {
+    let mut c = config();
+    for (name, indicator) in [
+        ("level_fault", FaultIndicator::Flag(SensorPart::Level)),
+        ("lid_fault", FaultIndicator::Flag(SensorPart::Lid)),
+        (
+            "fault_bits",
+            FaultIndicator::Bits(vec![FaultBit {
+                mask: 2,
+                part: SensorPart::Level,
+                meaning: "level loop current below 3.8 mA".into(),
+            }]),
+        ),
+    ] {
+        c.roles.push(Some(Role::BinFault {
+            bin: 0,
+            indicator: c.indicators.len(),
+        }));
+        c.indicators.push((name.into(), indicator));
+    }
+    c.roles.push(Some(Role::AnalyzerStatus {
+        analyzer: 0,
+        map: 0,
+    }));
+    c.status_maps.push((
+        "status".into(),
+        StatusMap {
+            entries: vec![
+                (vec![0], InstrumentState::Normal),
+                (vec![1, 2], InstrumentState::Calibration),
+                (vec![3], InstrumentState::Maintenance),
+            ],
+            otherwise: InstrumentState::Fault,
+        },
+    ));
+    c
+}
+
+/// One poll of the seal node with its fault points.
+fn node_with_faults(
+    at: i64,
+    (c, o, g, l): (bool, bool, bool, f64),
+    (level_fault, lid_fault, bits): (bool, bool, u16),
+) -> Vec<Reading> {
+    let mut polls = node(at, c, o, g, l);
+    polls.push(value(at, 5, f64::from(u8::from(level_fault))));
+    polls.push(value(at, 6, f64::from(u8::from(lid_fault))));
+    polls.push(value(at, 7, f64::from(bits)));
+    polls
+}
+
+fn run_faulty(
+    seconds: std::ops::Range<i64>,
+    at: impl Fn(i64) -> ((bool, bool, bool, f64), (bool, bool, u16)),
+) -> (Vec<Output>, Vec<Vec<Reading>>) {
+    let mut engine = Engine::new(&faulty_config());
+    let (mut out, mut stored) = (Vec::new(), Vec::new());
+    for s in seconds {
+        let (inputs, faults) = at(s);
+        let mut group = node_with_faults(T0 + s * S, inputs, faults);
+        out.extend(engine.ingest(&mut group));
+        stored.push(group);
+    }
+    (out, stored)
+}
+
+fn reasons(out: &[Output]) -> Vec<(i64, SealState, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::SealState {
+                at_ms, to, reason, ..
+            } => Some(((at_ms - T0) / S, *to, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_broken_level_loop_in_a_cycle_is_unknown_with_its_reason_never_a_breach() {
+    // The normal cycle, but the loop breaks as the gate opens (25 s): the node reports level 0
+    // and sets level_fault and the low-current bit until 45 s. The gate opening was not seen:
+    // the cycle ends once everything stayed closed for max_open_s.
+    let (out, stored) = run_faulty(0..200, |s| {
+        let broken = (25..45).contains(&s);
+        let (c, o, g, l) = normal(s);
+        (
+            (c, o, g, if broken { 0.0 } else { l }),
+            (broken, false, if broken { 2 } else { 0 }),
+        )
+    });
+    assert!(breaches(&out).is_empty(), "{out:#?}");
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::BreachStarted { .. })));
+    let unknown = reasons(&out)
+        .into_iter()
+        .find(|(at, s, _)| *at == 25 && *s == SealState::Unknown)
+        .expect("unknown from the fault");
+    assert!(
+        unknown.2.contains("level fault (level_fault = 1)")
+            && unknown.2.contains("level loop current below 3.8 mA"),
+        "{unknown:?}"
+    );
+    let c = cycles(&out);
+    assert_eq!(c.len(), 1);
+    assert!(matches!(
+        c[0],
+        Output::ChargingCycle {
+            seal_held: false,
+            interrupted: true,
+            outcome: CycleOutcome::Interrupted,
+            ..
+        }
+    ));
+    // The level readings during the fault are stored flagged D; the switches stay N.
+    assert_eq!(stored[30][3].flag, Flag::D);
+    assert_eq!(stored[30][0].flag, Flag::N);
+    assert_eq!(stored[50][3].flag, Flag::N);
+}
+
+#[test]
+fn a_stuck_lid_switch_pair_reported_by_the_node_is_unknown() {
+    let (out, _) = run_faulty(0..30, |s| {
+        let stuck = (10..20).contains(&s);
+        (
+            (true, stuck, false, 1000.0 + (s % 2) as f64),
+            (false, stuck, 0),
+        )
+    });
+    let r = reasons(&out);
+    assert!(
+        r.iter()
+            .any(|(at, s, why)| *at == 10 && *s == SealState::Unknown && why.contains("lid fault")),
+        "{r:?}"
+    );
+    assert!(breaches(&out).is_empty());
+}
+
+#[test]
+fn a_level_that_does_not_move_through_a_cycle_makes_it_suspect_not_held() {
+    // The normal cycle, but the level reads 2500 all through the gate opening.
+    let out = run_bin(0..60, |s| match normal(s) {
+        (c, o, g, _) if (22..45).contains(&s) => (c, o, g, 2500.0),
+        other => other,
+    });
+    let c = cycles(&out);
+    assert_eq!(c.len(), 1);
+    let Output::ChargingCycle {
+        seal_held,
+        suspect,
+        outcome,
+        level_change_mm,
+        ..
+    } = c[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*outcome, CycleOutcome::Suspect);
+    assert!(!seal_held);
+    assert_eq!(*level_change_mm, Some(0.0));
+    assert!(
+        suspect.as_deref().unwrap().contains("moved only 0 mm"),
+        "{suspect:?}"
+    );
+}
+
+#[test]
+fn a_level_frozen_longer_than_the_limit_is_suspect_and_starts_no_level_breach() {
+    let mut c = config();
+    c.settings.level_frozen_ms = 60 * S;
+    let mut engine = Engine::new(&c);
+    let mut out = Vec::new();
+    // Sealed, level stuck at 700 mm (below the 800 mm seal level) for two minutes, then the
+    // gate opens: a live level would be a level breach; a frozen one is no evidence of it.
+    for s in 0..180 {
+        let gate = s >= 120;
+        out.extend(engine.ingest_poll(&node(T0 + s * S, true, false, gate, 700.0)));
+    }
+    let r = reasons(&out);
+    assert!(
+        r.iter().any(|(at, state, why)| *at == 61
+            && *state == SealState::Suspect
+            && why.contains("frozen at 700")),
+        "{r:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::BreachStarted { .. })),
+        "{r:?}"
+    );
+}
+
+/// An analyzer sampled every 5 s for `minutes`: `(status, nmhc)` at each second.
+fn analyzer_run(
+    config: &RulesConfig,
+    minutes: i64,
+    at: impl Fn(i64) -> (u16, f64),
+) -> (Engine, Vec<Output>, Vec<Reading>) {
+    let mut engine = Engine::new(config);
+    let (mut out, mut stored) = (Vec::new(), Vec::new());
+    for k in 0..minutes * 12 {
+        let s = k * 5;
+        let (status, nmhc) = at(s);
+        let mut group = vec![
+            value(T0 + s * S, 4, nmhc),
+            value(T0 + s * S, 8, f64::from(status)),
+        ];
+        out.extend(engine.ingest(&mut group));
+        stored.extend(group);
+    }
+    (engine, out, stored)
+}
+
+fn minute_flags(out: &[Output]) -> Vec<(i64, Flag)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::NmhcMinute {
+                minute_ms, flag, ..
+            } => Some(((minute_ms - T0) / 60_000, *flag)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn span_gas_during_a_calibration_is_flagged_c_and_raises_no_exceedance() {
+    // Calibration with 80 mg/m³ span gas (status 2) from minute 10 to minute 20 of 70.
+    let c = faulty_config();
+    let (_, out, stored) = analyzer_run(&c, 70, |s| {
+        if (600..1200).contains(&s) {
+            (2, 80.0)
+        } else {
+            (0, 2.0)
+        }
+    });
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::NmhcExceedanceStarted { .. })),
+        "span gas is no exceedance"
+    );
+    let flags = minute_flags(&out);
+    assert!(
+        flags
+            .iter()
+            .filter(|(m, _)| (10..20).contains(m))
+            .all(|(_, f)| *f == Flag::C),
+        "{flags:?}"
+    );
+    assert_eq!(flags.iter().find(|(m, _)| *m == 9).unwrap().1, Flag::N);
+    let nmhc: Vec<Flag> = stored
+        .iter()
+        .filter(|r| r.point.0 == 4)
+        .map(|r| r.flag)
+        .collect();
+    assert_eq!(nmhc[150], Flag::C, "stored flagged C");
+    // The hour: 50 valid minutes of 2 mg/m³; the calibration is not in its average.
+    let hour = out.iter().find_map(|o| match o {
+        Output::NmhcHour {
+            hour_ms,
+            valid_minutes,
+            avg,
+            flags,
+            ..
+        } if *hour_ms == T0 => Some((*valid_minutes, *avg, flags.get(Flag::C))),
+        _ => None,
+    });
+    assert_eq!(hour, Some((50, Some(2.0), 120)));
+    // Both changes of state are on the record.
+    let states: Vec<(i64, InstrumentState)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::AnalyzerState { at_ms, to, .. } => Some(((at_ms - T0) / S, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (600, InstrumentState::Calibration),
+            (1200, InstrumentState::Normal)
+        ]
+    );
+}
+
+#[test]
+fn an_unmapped_or_unreadable_status_makes_the_values_d() {
+    let c = faulty_config();
+    let (_, _, stored) = analyzer_run(&c, 2, |s| if s < 60 { (9, 2.0) } else { (0, 2.0) });
+    let nmhc: Vec<Flag> = stored
+        .iter()
+        .filter(|r| r.point.0 == 4)
+        .map(|r| r.flag)
+        .collect();
+    assert_eq!((nmhc[0], nmhc[20]), (Flag::D, Flag::N));
+}
+
+#[test]
+fn a_maintenance_window_opened_by_a_person_flags_m_and_keeps_the_data_out() {
+    let mut engine = Engine::new(&config());
+    let window = Window {
+        target: "F1/NMHC".into(),
+        kind: WindowKind::Maintenance,
+        reason: "replace the sample pump".into(),
+        by: "Li Na".into(),
+    };
+    let mut out = Vec::new();
+    let mut flags = Vec::new();
+    for k in 0..(70 * 12) {
+        let t = T0 + k * 5 * S;
+        if k == 10 * 12 {
+            out.extend(engine.open_window(&window, t, true).unwrap());
+            // A second window on the same analyzer is refused.
+            assert!(matches!(
+                engine.open_window(&window, t, true),
+                Err(WindowError::AlreadyOpen { .. })
+            ));
+        }
+        if k == 30 * 12 {
+            out.extend(engine.close_window("F1/NMHC", t, "Li Na").unwrap());
+        }
+        let mut group = vec![value(
+            t,
+            4,
+            if (10 * 12..30 * 12).contains(&k) {
+                99.0
+            } else {
+                3.0
+            },
+        )];
+        out.extend(engine.ingest(&mut group));
+        flags.push(group[0].flag);
+    }
+    assert_eq!(
+        (flags[0], flags[150], flags[400]),
+        (Flag::N, Flag::M, Flag::N)
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::NmhcExceedanceStarted { .. })));
+    assert!(out.iter().any(|o| matches!(o, Output::WindowStarted { by, reason, .. } if by == "Li Na" && reason == "replace the sample pump")));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::WindowEnded { started_ms, .. } if *started_ms == T0 + 600 * S)
+    ));
+    let hour = out.iter().find_map(|o| match o {
+        Output::NmhcHour {
+            hour_ms,
+            valid_minutes,
+            avg,
+            ..
+        } if *hour_ms == T0 => Some((*valid_minutes, *avg)),
+        _ => None,
+    });
+    assert_eq!(
+        hour,
+        Some((40, None)),
+        "40 valid minutes: the window's 20 are not data"
+    );
+    // Bad commands are refused and change nothing.
+    assert!(matches!(
+        engine.close_window("F1/NMHC", T0, "x"),
+        Err(WindowError::NotOpen(_))
+    ));
+    assert!(matches!(
+        engine.open_window(
+            &Window {
+                target: "F9/X".into(),
+                ..window.clone()
+            },
+            T0,
+            true
+        ),
+        Err(WindowError::UnknownTarget(_))
+    ));
+    assert!(matches!(
+        engine.open_window(
+            &Window {
+                reason: " ".into(),
+                ..window
+            },
+            T0,
+            true
+        ),
+        Err(WindowError::Missing(_))
+    ));
+}
+
+#[test]
+fn a_window_on_a_bin_is_maintenance_and_one_left_open_too_long_is_reported() {
+    let mut c = config();
+    c.settings.window_max_ms = [60 * S, 60 * S, 60 * S];
+    let mut engine = Engine::new(&c);
+    let mut out = Vec::new();
+    for s in 0..200 {
+        if s == 5 {
+            out.extend(
+                engine
+                    .open_window(
+                        &Window {
+                            target: "f1-b1-node".into(),
+                            kind: WindowKind::Calibration,
+                            reason: "level transmitter zero".into(),
+                            by: "Wang".into(),
+                        },
+                        T0 + s * S,
+                        true,
+                    )
+                    .unwrap(),
+            );
+        }
+        // Lid and gate open together while in the window: not judged, not a breach.
+        let open = (20..40).contains(&s);
+        out.extend(engine.ingest_poll(&node(
+            T0 + s * S,
+            !open,
+            open,
+            open,
+            1000.0 + (s % 2) as f64,
+        )));
+    }
+    assert!(
+        states(&out).contains(&(5, SealState::Maintenance)),
+        "{:?}",
+        states(&out)
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::BreachStarted { .. })));
+    let overdue: Vec<&Output> = out
+        .iter()
+        .filter(|o| matches!(o, Output::WindowOverdue { .. }))
+        .collect();
+    assert_eq!(overdue.len(), 1, "reported once");
+}
+
+#[test]
+fn saturated_values_count_at_the_top_of_the_range_and_keep_an_exceedance_going() {
+    let mut c = config();
+    c.analyzers[0].range_max = Some(50.0);
+    let mut engine = Engine::new(&c);
+    let mut out = Vec::new();
+    let range = (None, Some(50.0));
+    for k in 0..(3 * 12) {
+        let t = T0 + k * 5 * S;
+        // 40 (over the 30 limit), then pinned at full scale (9999 from the analyzer), then 40.
+        let v = if (12..24).contains(&k) { 9999.0 } else { 40.0 };
+        out.extend(engine.ingest_poll(&[Reading::new(t, PointId(4), Outcome::Value(v), range)]));
+    }
+    let starts = out
+        .iter()
+        .filter(|o| matches!(o, Output::NmhcExceedanceStarted { .. }))
+        .count();
+    let ends = out
+        .iter()
+        .filter(|o| matches!(o, Output::NmhcExceedanceEnded { .. }))
+        .count();
+    assert_eq!(
+        (starts, ends),
+        (1, 0),
+        "saturation neither ends nor restarts it"
+    );
+    let minute = out.iter().find_map(|o| match o {
+        Output::NmhcMinute {
+            minute_ms,
+            avg,
+            flag,
+            saturated,
+            ..
+        } if *minute_ms == T0 + 60_000 => Some((*avg, *flag, *saturated)),
+        _ => None,
+    });
+    assert_eq!(
+        minute,
+        Some((Some(50.0), Flag::T, 12)),
+        "at least the top of the range, flagged T"
+    );
+}
+
+#[test]
+fn a_minute_with_one_sample_of_sixty_is_not_valid() {
+    let mut c = config();
+    c.analyzers[0].samples_per_minute = 60;
+    let mut engine = Engine::new(&c);
+    let mut out = Vec::new();
+    // One sample in minute 0, then a full minute 1 (60 samples), then minute 2 starts.
+    out.extend(engine.ingest_poll(&[value(T0 + 30 * S, 4, 5.0)]));
+    for s in 60..121 {
+        out.extend(engine.ingest_poll(&[value(T0 + s * S, 4, 5.0)]));
+    }
+    let flags: Vec<(i64, Flag, u32, u32)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::NmhcMinute {
+                minute_ms,
+                flag,
+                samples,
+                expected,
+                ..
+            } => Some(((minute_ms - T0) / 60_000, *flag, *samples, *expected)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flags, vec![(0, Flag::D, 1, 60), (1, Flag::N, 60, 60)]);
+}
+
+/// A day of NMHC minute values, one sample a minute; hour `h` is valid when `valid(h)`.
+fn a_day(valid: impl Fn(i64) -> bool) -> Vec<Output> {
+    let mut c = config();
+    c.analyzers[0].samples_per_minute = 1;
+    let mut engine = Engine::new(&c);
+    let midnight = T0 - 8 * 3_600_000; // 2026-01-01T00:00+08:00
+    let mut out = Vec::new();
+    for m in 0..(25 * 60) {
+        let t = midnight + m * 60_000;
+        let r = if valid(m / 60) {
+            value(t, 4, 2.0)
+        } else {
+            Reading::new(t, PointId(4), Outcome::Fault(Fault::Timeout), (None, None))
+        };
+        out.extend(engine.ingest_poll(&[r]));
+    }
+    out
+}
+
+#[test]
+fn a_day_needs_twenty_valid_hours() {
+    let day = |out: &[Output]| {
+        out.iter().find_map(|o| match o {
+            Output::NmhcDay {
+                valid_hours,
+                avg,
+                flag,
+                ..
+            } => Some((*valid_hours, *avg, *flag)),
+            _ => None,
+        })
+    };
+    assert_eq!(day(&a_day(|h| h < 20)), Some((20, Some(2.0), Flag::N)));
+    assert_eq!(day(&a_day(|h| h < 19)), Some((19, None, Flag::D)));
+}
+
+/// Readings every second from `T0`; the clock jumps by `jump_ms` at second 600, for 1200 s.
+fn jumped(jump_ms: i64) -> Vec<Output> {
+    let mut c = config();
+    c.analyzers[0].samples_per_minute = 60;
+    let mut engine = Engine::new(&c);
+    let mut out = Vec::new();
+    for s in 0..1200 {
+        let t = T0 + s * S + if s >= 600 { jump_ms } else { 0 };
+        let mut group = node(t, true, false, false, 1000.0 + (s % 2) as f64);
+        group.push(value(t, 4, 2.0));
+        out.extend(engine.ingest(&mut group));
+    }
+    out.extend(engine.finish(T0 + 1200 * S + jump_ms));
+    out
+}
+
+#[test]
+fn a_clock_set_a_year_forward_and_back_gives_bounded_outputs_and_clock_jump_records() {
+    let year = 365 * 86_400_000;
+    let mut engine = Engine::new(&config());
+    let mut out = Vec::new();
+    for s in 0..1800 {
+        let t = T0 + s * S + if (600..1200).contains(&s) { year } else { 0 };
+        let mut group = node(t, true, false, false, 1000.0 + (s % 2) as f64);
+        group.push(value(t, 4, 2.0));
+        out.extend(engine.ingest(&mut group));
+    }
+    let hours = out
+        .iter()
+        .filter(|o| matches!(o, Output::NmhcHour { .. } | Output::BinHour { .. }))
+        .count();
+    assert!(hours <= 8, "{hours} hour outputs for half an hour of data");
+    let jumps: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ClockJump { size_ms, .. } => Some(*size_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jumps.len(), 2, "{jumps:?}");
+    assert!(
+        jumps[0] > year - 2 * S && jumps[1] < -year + 2 * S,
+        "{jumps:?}"
+    );
+    // Minutes go on after the jump back (no 20-minute silence).
+    let after: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::NmhcMinute { minute_ms, .. }
+                if *minute_ms >= T0 + 1200 * S && *minute_ms < T0 + year =>
+            {
+                Some(*minute_ms)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        after.len() >= 9,
+        "{} minutes after the jump back",
+        after.len()
+    );
+}
+
+#[test]
+fn a_clock_set_back_half_an_hour_never_merges_readings_into_an_earlier_minute() {
+    let out = jumped(-30 * 60_000);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClockJump { size_ms, .. } if *size_ms < -29 * 60_000)));
+    for o in &out {
+        if let Output::NmhcMinute {
+            samples, expected, ..
+        } = o
+        {
+            assert!(samples <= expected, "a minute of {samples} samples: merged");
+        }
+    }
+    // Every sample after the jump is in some minute (none silently discarded, but for the
+    // minute the jump interrupted).
+    let taken: u32 = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::NmhcMinute { samples, .. } => Some(*samples),
+            _ => None,
+        })
+        .sum();
+    assert!(taken >= 1200 - 120, "{taken} of 1200 samples in minutes");
+}
+
+#[test]
+fn extreme_timestamps_neither_loop_nor_panic() {
+    let started = std::time::Instant::now();
+    let mut engine = Engine::new(&config());
+    let mut out = Vec::new();
+    for t in [T0, i64::MAX, i64::MIN, 0, -1, i64::MAX - 1, T0 + S] {
+        out.extend(engine.ingest_poll(&node(t, true, false, false, 1000.0)));
+        out.extend(engine.ingest_poll(&[value(t, 4, 1.0)]));
+    }
+    out.extend(engine.finish(i64::MAX));
+    out.extend(engine.clock_jump(T0, i64::MAX));
+    assert!(out.len() < 100, "{} outputs", out.len());
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClockImplausible { .. })));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // And in replay, with every chunking.
+    let all: Vec<Reading> = [i64::MIN, T0, i64::MAX]
+        .iter()
+        .flat_map(|&t| node(t, true, false, false, 1000.0))
+        .collect();
+    let mut replay = Replay::new(Engine::new(&config()), vec![0, 0, 0, 0, 1]);
+    let mut n = replay.push(&all).len();
+    n += replay.finish().len();
+    assert!(n < 100);
+}
+
+#[test]
+fn the_values_in_force_are_written_out_and_hashed() {
+    let c = faulty_config();
+    let values = c.values_in_force();
+    assert_eq!(values["analyzers"][0]["single_limit_mg_m3"], 30.0);
+    assert_eq!(values["bins"][0]["seal_level_min_mm"], 800.0);
+    let mut other = c.clone();
+    other.analyzers[0].hourly_limit = 6.0;
+    assert_ne!(
+        c.version(),
+        other.version(),
+        "a per-analyzer limit changes the rule set"
+    );
 }

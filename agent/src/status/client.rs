@@ -61,61 +61,93 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), ClientError> {
     Ok((addr, hostport.to_owned()))
 }
 
+/// The longest answer read from the agent (the state of a large site is a few MB).
+pub const MAX_ANSWER_BYTES: u64 = 32 << 20;
+
 /// `GET base + path`; returns the status code and body.
 pub fn http_get(base: &str, path: &str, timeout: Duration) -> Result<(u16, String), ClientError> {
+    http_request("GET", base, path, None, timeout)
+}
+
+/// One request to the agent (`body`: JSON to send), `Connection: close`; returns the status
+/// code and the body, read to at most [`MAX_ANSWER_BYTES`].
+pub fn http_request(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), ClientError> {
     let (addr, host) = parse_url(base)?;
     let io = |source| ClientError::Io {
         url: base.to_owned(),
         source,
     };
+    let answer = |why: String| ClientError::Answer {
+        url: base.to_owned(),
+        why,
+    };
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let body = body.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .map_err(io)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(io)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| ClientError::Answer {
-            url: base.to_owned(),
-            why: "no HTTP header".to_owned(),
-        })?;
+    stream
+        .take(MAX_ANSWER_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(io)?;
+    if raw.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(answer(format!("longer than {MAX_ANSWER_BYTES} bytes")));
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| answer("no HTTP header".to_owned()))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = &raw[split + 4..];
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| ClientError::Answer {
-            url: base.to_owned(),
-            why: format!("bad status line '{}'", head.lines().next().unwrap_or("")),
+        .ok_or_else(|| {
+            answer(format!(
+                "bad status line '{}'",
+                head.lines().next().unwrap_or("").escape_debug()
+            ))
         })?;
     let chunked = head.lines().any(|l| {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
-    let body = if chunked {
+    // Chunks are joined as bytes before the text is decoded: a chunk boundary may fall inside
+    // a character.
+    let bytes = if chunked {
         dechunk(body)
     } else {
-        body.to_owned()
+        body.to_vec()
     };
-    Ok((code, body))
+    Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
+        let rest = &body[eol + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -173,12 +205,10 @@ pub fn view_from_database(config: &SiteConfig) -> Result<StatusView, ClientError
             let last = transitions.iter().rev().find(|o| o["bin"] == key.as_str());
             snap.bins.push(match last {
                 Some(o) => (
-                    match o["to"].as_str() {
-                        Some("sealed") => SealState::Sealed,
-                        Some("charging") => SealState::Charging,
-                        Some("breach") => SealState::Breach,
-                        _ => SealState::Unknown,
-                    },
+                    o["to"]
+                        .as_str()
+                        .and_then(SealState::parse)
+                        .unwrap_or(SealState::Unknown),
                     o["at_ms"].as_i64(),
                 ),
                 None => (SealState::Unknown, None),

@@ -57,8 +57,16 @@ struct Shared {
     config: SiteConfig,
     points: Arc<PointTable>,
     state: PlantState,
+    windows: tokio::sync::mpsc::Sender<WindowRequest>,
     stop: CancellationToken,
 }
+
+/// A window command for the pipeline, with where to send what became of it (the outputs
+/// sealed, or why not).
+pub type WindowRequest = (
+    crate::pipeline::WindowCommand,
+    tokio::sync::oneshot::Sender<Result<Vec<Output>, String>>,
+);
 
 /// A point's latest value as shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +179,12 @@ pub struct AnalyzerView {
     pub last_minute: Option<MinuteView>,
     /// The last closed hour.
     pub last_hour: Option<HourView>,
+    /// What its status register says it is doing (`normal`, `calibration` …), once known.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Its limits in force, mg/m³: (hourly, single value).
+    #[serde(default)]
+    pub limits: Option<(f64, f64)>,
 }
 
 /// One furnace as shown.
@@ -229,6 +243,9 @@ pub struct StatusView {
     /// What an operator must look at now, most serious first.
     #[serde(default)]
     pub alarms: Vec<Alarm>,
+    /// Calibration, maintenance and shutdown windows open now.
+    #[serde(default)]
+    pub windows: Vec<crate::state::WindowView>,
 }
 
 /// Something an operator must look at.
@@ -242,8 +259,8 @@ pub struct Alarm {
     pub since_ms: Option<i64>,
 }
 
-/// The alarms a snapshot raises.
-pub fn alarms(snap: &PlantSnapshot) -> Vec<Alarm> {
+/// The alarms a snapshot raises at `now` (a clock jump is shown for an hour).
+pub fn alarms(snap: &PlantSnapshot, now: i64) -> Vec<Alarm> {
     let mut out = Vec::new();
     let store = &snap.store;
     if let Some(why) = &store.replaced {
@@ -277,6 +294,35 @@ pub fn alarms(snap: &PlantSnapshot) -> Vec<Alarm> {
             kind: "anchor_unwritable".into(),
             message: format!("the chain anchor cannot be written ({why}); a deleted or replaced database would be noticed later"),
             since_ms: None,
+        });
+    }
+    for w in snap.windows.iter().filter(|w| w.overdue) {
+        out.push(Alarm {
+            kind: "window_overdue".into(),
+            message: format!(
+                "the {} window on {} (opened by {}: {}) is open longer than its maximum; its data is still kept out of compliance figures — end it with sealwatch maintenance end",
+                w.kind, w.target, w.by, w.reason
+            ),
+            since_ms: Some(w.since_ms),
+        });
+    }
+    if let Some(Output::ClockJump {
+        from_ms,
+        to_ms,
+        size_ms,
+        ..
+    }) = &snap
+        .last_clock_jump
+        .as_ref()
+        .filter(|o| now.saturating_sub(o.at_ms()) <= 3_600_000)
+    {
+        out.push(Alarm {
+            kind: "clock_jump".into(),
+            message: format!(
+                "the clock jumped by {} s (from {from_ms} to {to_ms} ms); the open minute and hour ended as interrupted",
+                size_ms / 1000
+            ),
+            since_ms: Some(*to_ms),
         });
     }
     if let Some(problem) = &snap.audit.problem {
@@ -481,6 +527,8 @@ pub fn view_of_snapshot(
                         hour_valid_minutes: this_hour.len() as u32,
                         last_minute: minutes.and_then(|m| m.back()).and_then(minute_view),
                         last_hour: snap.nmhc_last_hour.get(&key).and_then(hour_view),
+                        state: snap.analyzer_states.get(&key).map(|s| s.name().to_owned()),
+                        limits: Some((a.hourly_limit, a.single_limit)),
                         key,
                     }
                 })
@@ -492,7 +540,8 @@ pub fn view_of_snapshot(
         .iter()
         .filter(|d| d.degraded || !d.connected)
         .count() as u32;
-    let alarms = alarms(&snap);
+    let alarms = alarms(&snap, now);
+    let windows = snap.windows.clone();
     StatusView {
         source: source.to_owned(),
         site: config.site.id.clone(),
@@ -512,6 +561,7 @@ pub fn view_of_snapshot(
         audit: snap.audit,
         store: snap.store,
         alarms,
+        windows,
     }
 }
 
@@ -583,6 +633,49 @@ async fn api_history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQ
     }
 }
 
+/// `POST /api/maintenance`: opens or closes a window (a [`crate::pipeline::WindowCommand`] as
+/// JSON). Taken only from this machine (the `sealwatch maintenance` command) until the page has
+/// operator login; answers the sealed outputs, or 400 with why.
+async fn api_maintenance(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "windows are opened from this machine only (sealwatch maintenance), until the status page has operator login",
+        )
+            .into_response();
+    }
+    if body.len() > 16 * 1024 {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a window command is at most 16 KiB",
+        )
+            .into_response();
+    }
+    let command: crate::pipeline::WindowCommand = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a window command: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if shared.windows.send((command, reply)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping").into_response();
+    }
+    match answer.await {
+        Ok(Ok(outputs)) => Json(outputs).into_response(),
+        Ok(Err(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping").into_response(),
+    }
+}
+
 /// Size of the database file and its write-ahead log, bytes.
 pub fn store_file_bytes(path: &std::path::Path) -> Option<u64> {
     let main = std::fs::metadata(path).ok()?.len();
@@ -615,6 +708,7 @@ pub async fn serve(
     config: SiteConfig,
     points: Arc<PointTable>,
     state: PlantState,
+    windows: tokio::sync::mpsc::Sender<WindowRequest>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), StatusError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -627,6 +721,7 @@ pub async fn serve(
         config,
         points,
         state,
+        windows,
         stop: stop.clone(),
     });
     let app = Router::new()
@@ -634,13 +729,17 @@ pub async fn serve(
         .route("/api/state", get(api_state))
         .route("/api/events", get(api_events))
         .route("/api/history", get(api_history))
+        .route("/api/maintenance", axum::routing::post(api_maintenance))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared);
     let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "status page stopped");
         }

@@ -121,6 +121,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
      );
      CREATE INDEX quarantine_by_age ON quarantine(last_ms);",
     ),
+    // 6: rule outputs found by kind (open windows at start, history answers).
+    sql_only("CREATE INDEX rule_outputs_by_kind ON rule_outputs(kind, id);"),
 ];
 
 /// Newest schema version.

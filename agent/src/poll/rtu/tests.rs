@@ -428,6 +428,7 @@ fn poll_bus(
                 device: d,
                 index: i,
                 unit: None,
+                range: (None, None),
             });
         }
         devices.push(Scheduled::new(

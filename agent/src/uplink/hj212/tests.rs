@@ -33,6 +33,10 @@ fn minute(analyzer: &str, at: i64, avg: Option<f64>, flag: Flag) -> Output {
         max: avg.map(|a| a + 0.3),
         flag,
         samples: 60,
+        expected: 60,
+        saturated: 0,
+        flags: FlagCounts::default(),
+        interrupted: false,
         others: Vec::new(),
         ruleset: "r".into(),
     }
@@ -43,6 +47,7 @@ fn hour() -> Output {
         analyzer: "F1/NMHC".into(),
         hour_ms: T0,
         valid_minutes: 58,
+        saturated_minutes: 0,
         avg: Some(4.125),
         min: Some(0.9),
         max: Some(12.5),
@@ -52,6 +57,7 @@ fn hour() -> Output {
         single_exceedances: 0,
         peak: Some(12.5),
         flags: FlagCounts::default(),
+        interrupted: false,
         others: Vec::new(),
         ruleset: "r".into(),
     }

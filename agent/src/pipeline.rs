@@ -1,0 +1,312 @@
+//! The pipeline's decisions, out of the I/O loop: what a hand-over of polls from the bus tasks
+//! becomes (readings with the flags the rules set, rule outputs, evidence drafts for device
+//! faults and recoveries), what a window command from a person does, and when the wall clock
+//! jumped against the monotonic clock. `run` feeds it and sends what it returns to the store.
+
+use std::time::Duration;
+
+use crate::evidence::Draft;
+use crate::poll::reading::{Outcome, Reading};
+use crate::poll::PointTable;
+use crate::rules::{Engine, Output, Window, WindowError};
+use crate::state::PlantState;
+
+/// What a hand-over becomes.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// The readings, flagged by the rules, for the store.
+    pub readings: Vec<Reading>,
+    /// Rule outputs (sealed as evidence with the readings).
+    pub outputs: Vec<Output>,
+    /// Evidence of device faults and recoveries.
+    pub drafts: Vec<Draft>,
+}
+
+/// A command a person gave about a window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum WindowCommand {
+    /// Open a window.
+    Start(Window),
+    /// Close the window on `target`.
+    End {
+        /// Bin, analyzer or device.
+        target: String,
+        /// Who.
+        by: String,
+    },
+}
+
+/// Watches the wall clock against the monotonic clock: a step larger than the tolerance is a
+/// clock jump (an NTP step, a clock set by hand, a clock that was never set). Pure: fed times.
+#[derive(Debug, Clone)]
+pub struct ClockWatch {
+    tolerance_ms: i64,
+    /// Wall time and monotonic time at the last look.
+    last: Option<(i64, Duration)>,
+}
+
+impl ClockWatch {
+    /// A watch that reports steps larger than `tolerance_ms`.
+    pub fn new(tolerance_ms: i64) -> ClockWatch {
+        ClockWatch {
+            tolerance_ms,
+            last: None,
+        }
+    }
+
+    /// Looks at the clocks now (`wall_ms`, and `mono` since any fixed start); returns the
+    /// wall time expected and the one found if they differ by more than the tolerance.
+    pub fn look(&mut self, wall_ms: i64, mono: Duration) -> Option<(i64, i64)> {
+        let found = self.last.and_then(|(wall, then)| {
+            let elapsed = i64::try_from(mono.saturating_sub(then).as_millis()).unwrap_or(i64::MAX);
+            let expected = wall.saturating_add(elapsed);
+            (wall_ms.abs_diff(expected) > self.tolerance_ms.unsigned_abs())
+                .then_some((expected, wall_ms))
+        });
+        self.last = Some((wall_ms, mono));
+        found
+    }
+}
+
+/// The pipeline's state between hand-overs.
+pub struct Pipeline {
+    engine: Engine,
+    points: std::sync::Arc<PointTable>,
+    state: PlantState,
+    device_names: Vec<String>,
+    /// Per device: (connected, degraded, answering only with exceptions) as last recorded.
+    device_seen: Vec<(bool, bool, bool)>,
+    /// Per device: polls in a row whose every read was a Modbus exception, and how many make
+    /// it a faulty device (its bus's `degrade_after`).
+    exception_streak: Vec<(u32, u32)>,
+    clock: ClockWatch,
+}
+
+impl Pipeline {
+    /// A pipeline around `engine`; `degrade_after[d]` is device `d`'s bus setting.
+    pub fn new(
+        engine: Engine,
+        points: std::sync::Arc<PointTable>,
+        state: PlantState,
+        device_names: Vec<String>,
+        degrade_after: Vec<u32>,
+        clock_tolerance_ms: i64,
+    ) -> Pipeline {
+        Pipeline {
+            engine,
+            points,
+            state,
+            device_seen: vec![(true, false, false); device_names.len()],
+            exception_streak: degrade_after.into_iter().map(|d| (0, d.max(1))).collect(),
+            device_names,
+            clock: ClockWatch::new(clock_tolerance_ms),
+        }
+    }
+
+    /// The engine (its rule-set version, open windows).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Takes the polls of one hand-over at wall time `wall_ms` and monotonic time `mono`.
+    pub fn handover(
+        &mut self,
+        polls: &mut Vec<Vec<Reading>>,
+        wall_ms: i64,
+        mono: Duration,
+    ) -> Handover {
+        let mut out = Handover {
+            readings: Vec::with_capacity(polls.iter().map(Vec::len).sum()),
+            ..Handover::default()
+        };
+        if let Some((from, to)) = self.clock.look(wall_ms, mono) {
+            tracing::warn!(
+                from_ms = from,
+                to_ms = to,
+                size_ms = to - from,
+                "the wall clock jumped against the monotonic clock"
+            );
+            out.outputs.extend(self.engine.clock_jump(from, to));
+        }
+        let points = self.points.clone();
+        let health = self.state.record_polls(polls, |r| {
+            points.points.get(r.point.0 as usize).map(|p| p.device)
+        });
+        for (mut batch, health) in polls.drain(..).zip(health) {
+            if let Some(draft) = self.device_evidence(&batch, health) {
+                out.drafts.push(draft);
+            }
+            let found = self.engine.ingest(&mut batch);
+            log_outputs(&found);
+            out.outputs.extend(found);
+            out.readings.extend(batch);
+        }
+        // Once per hand-over, for the status page: the bins that changed, and the outputs.
+        self.state
+            .note_judgements(&self.engine.take_bin_changes(), &out.outputs);
+        out
+    }
+
+    /// Carries out a window command at wall time `now_ms`.
+    pub fn window(
+        &mut self,
+        command: &WindowCommand,
+        now_ms: i64,
+    ) -> Result<Vec<Output>, WindowError> {
+        let outputs = match command {
+            WindowCommand::Start(w) => self.engine.open_window(w, now_ms, true)?,
+            WindowCommand::End { target, by } => self.engine.close_window(target, now_ms, by)?,
+        };
+        self.state
+            .note_judgements(&self.engine.take_bin_changes(), &outputs);
+        self.state.set_open_windows(self.engine.open_windows());
+        Ok(outputs)
+    }
+
+    /// Reopens, silently, a window that was open when the agent last stopped.
+    pub fn restore_window(&mut self, window: &Window, since_ms: i64) -> Result<(), WindowError> {
+        self.engine.open_window(window, since_ms, false)?;
+        self.state.set_open_windows(self.engine.open_windows());
+        Ok(())
+    }
+
+    /// `device_fault` / `device_recovered` records when a device of this batch was degraded,
+    /// disconnected or answering only with exceptions for `degrade_after` polls, or is back.
+    fn device_evidence(
+        &mut self,
+        batch: &[Reading],
+        health: Option<(bool, bool)>,
+    ) -> Option<Draft> {
+        let first = batch.first()?;
+        let device = self.points.points.get(first.point.0 as usize)?.device;
+        let (connected, degraded) = health?;
+        let streak = self.exception_streak.get_mut(device)?;
+        let only_exceptions = batch
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Exception(_)));
+        streak.0 = if only_exceptions {
+            streak.0.saturating_add(1)
+        } else {
+            0
+        };
+        let refusing = streak.0 >= streak.1;
+        let now = (connected, degraded, refusing);
+        let before = std::mem::replace(&mut self.device_seen[device], now);
+        let healthy = |(c, d, e): (bool, bool, bool)| c && !d && !e;
+        match (healthy(before), healthy(now)) {
+            (true, false) => {
+                let problem = if refusing && connected && !degraded {
+                    let codes: Vec<String> = batch
+                        .iter()
+                        .filter_map(|r| match r.outcome {
+                            Outcome::Exception(c) => Some(format!("{c:02X}")),
+                            _ => None,
+                        })
+                        .collect();
+                    Some(format!(
+                        "answers every read with a Modbus exception (codes {}) for {} polls",
+                        codes.join(", "),
+                        streak.0
+                    ))
+                } else {
+                    self.state
+                        .with_device(device, |h| h.last_error.clone())
+                        .flatten()
+                };
+                Some(Draft::new(
+                    first.at_ms,
+                    "device_fault",
+                    &self.device_names[device],
+                    &serde_json::json!({
+                        "connected": connected,
+                        "degraded": degraded,
+                        "exceptions_only": refusing,
+                        "problem": problem,
+                    }),
+                ))
+            }
+            (false, true) => Some(Draft::new(
+                first.at_ms,
+                "device_recovered",
+                &self.device_names[device],
+                &serde_json::json!({}),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Logs what operators should hear about at once.
+fn log_outputs(outputs: &[Output]) {
+    for o in outputs {
+        match o {
+            Output::BreachStarted { bin, signature, .. } => {
+                tracing::warn!(%bin, ?signature, "seal breach")
+            }
+            Output::BreachEnded {
+                bin, duration_ms, ..
+            } => tracing::warn!(%bin, duration_s = duration_ms / 1000, "seal breach ended"),
+            Output::NmhcExceedanceStarted {
+                analyzer,
+                value,
+                limit,
+                ..
+            } => tracing::warn!(%analyzer, value, limit, "NMHC above the single-value limit"),
+            Output::NmhcHour {
+                analyzer,
+                avg: Some(avg),
+                exceeded: true,
+                hourly_limit,
+                ..
+            } => {
+                tracing::warn!(%analyzer, avg, hourly_limit, "NMHC hourly average above the limit")
+            }
+            Output::ClockJump { from_ms, to_ms, .. } => {
+                tracing::warn!(
+                    from_ms,
+                    to_ms,
+                    "clock jump: the open minute and hour end as interrupted"
+                )
+            }
+            Output::WindowOverdue { target, window, .. } => {
+                tracing::warn!(%target, window = window.name(), "a window is open longer than its maximum")
+            }
+            Output::SealState {
+                bin,
+                from,
+                to,
+                reason,
+                ..
+            } => tracing::debug!(%bin, %from, %to, %reason, "seal state"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_step_against_the_monotonic_clock_is_a_jump_and_drift_is_not() {
+        let mut watch = ClockWatch::new(60_000);
+        let t0 = 1_767_225_600_000;
+        assert_eq!(watch.look(t0, Duration::from_secs(100)), None);
+        // A second later on both clocks, with 5 ms of drift: no jump.
+        assert_eq!(watch.look(t0 + 1_005, Duration::from_secs(101)), None);
+        // The wall clock set forward a year.
+        let year = 365 * 86_400_000;
+        assert_eq!(
+            watch.look(t0 + 2_005 + year, Duration::from_secs(102)),
+            Some((t0 + 2_005, t0 + 2_005 + year))
+        );
+        // And back again.
+        assert_eq!(
+            watch.look(t0 + 3_005, Duration::from_secs(103)),
+            Some((t0 + 3_005 + year, t0 + 3_005))
+        );
+        assert!(watch.look(i64::MAX, Duration::from_secs(104)).is_some());
+        assert!(watch.look(i64::MIN, Duration::ZERO).is_some());
+    }
+}
