@@ -93,14 +93,25 @@ impl WindowTarget {
     }
 }
 
+/// Which agent a maintenance command goes to.
+#[derive(clap::Args)]
+struct AgentAddress {
+    /// Site configuration (where the agent's status page listens).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The agent's status page, e.g. http://127.0.0.1:8080, when the config's address is not
+    /// the one to use.
+    #[arg(long)]
+    url: Option<String>,
+}
+
 /// `sealwatch maintenance …`
 #[derive(Subcommand)]
 enum MaintenanceCommand {
     /// Open a window.
     Start {
-        /// Site configuration (where the agent's status page listens).
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        agent: AgentAddress,
         #[command(flatten)]
         target: WindowTarget,
         /// `calibration` (C), `maintenance` (M) or `shutdown` (F).
@@ -115,9 +126,8 @@ enum MaintenanceCommand {
     },
     /// Close the window open on a target.
     End {
-        /// Site configuration.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        agent: AgentAddress,
         #[command(flatten)]
         target: WindowTarget,
         /// Who.
@@ -126,9 +136,8 @@ enum MaintenanceCommand {
     },
     /// List the windows open now.
     List {
-        /// Site configuration.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        agent: AgentAddress,
     },
 }
 
@@ -376,9 +385,9 @@ fn maintenance(command: MaintenanceCommand) -> anyhow::Result<()> {
     use sealwatch_agent::pipeline::WindowCommand;
     use sealwatch_agent::rules::{Window, WindowKind};
     use sealwatch_agent::status::client;
-    let (config, command) = match command {
+    let (agent, command) = match command {
         MaintenanceCommand::Start {
-            config,
+            agent,
             target,
             kind,
             reason,
@@ -395,22 +404,25 @@ fn maintenance(command: MaintenanceCommand) -> anyhow::Result<()> {
                 reason,
                 by,
             };
-            (config, Some(WindowCommand::Start(window)))
+            (agent, Some(WindowCommand::Start(window)))
         }
-        MaintenanceCommand::End { config, target, by } => (
-            config,
+        MaintenanceCommand::End { agent, target, by } => (
+            agent,
             Some(WindowCommand::End {
                 target: target.name(),
                 by,
             }),
         ),
-        MaintenanceCommand::List { config } => (config, None),
+        MaintenanceCommand::List { agent } => (agent, None),
     };
-    let cfg = config::load(&config)?;
-    let addr = cfg
-        .status_listen
-        .context("the config turns the status page off ([status].listen = \"\"); windows are given to the running agent through it")?;
-    let url = format!("http://{addr}");
+    let cfg = config::load(&agent.config)?;
+    let url = match agent.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!(
+            "http://{}",
+            cfg.status_listen.context("the config turns the status page off ([status].listen = \"\"); windows are given to the running agent through it")?
+        ),
+    };
     let timeout = std::time::Duration::from_secs(10);
     let Some(command) = command else {
         let view = client::fetch_state(&url)?;

@@ -2,6 +2,7 @@
 //! processes; assertions read what the agent stored.
 
 mod evidence;
+mod fixtures;
 mod harness;
 mod hj212;
 mod integrity;

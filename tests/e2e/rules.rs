@@ -10,7 +10,7 @@ use sealwatch_agent::poll::PointTable;
 use sealwatch_agent::replay::to_json_line;
 use sealwatch_agent::store::Store;
 
-use crate::harness::{binary, small_site, start_agent, wait_until, Sim};
+use crate::harness::{binary, small_site, start_agent, status_url, stored, wait_until, Sim};
 
 fn outputs(db: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
     if !db.exists() {
@@ -134,4 +134,168 @@ fn replay_names_the_line_of_a_bad_reading() {
         stderr.contains("readings.csv:3: unknown point 'f1-b1-node/levl_mm'"),
         "{stderr}"
     );
+}
+
+/// Every evidence record of an agent database, as (kind, subject, body).
+fn chain(db: &std::path::Path) -> Vec<(String, String, serde_json::Value)> {
+    crate::harness::evidence_of(db)
+        .into_iter()
+        .map(|r| {
+            let body = serde_json::from_str(&r.body).unwrap_or_default();
+            (r.kind, r.subject, body)
+        })
+        .collect()
+}
+
+#[test]
+fn a_broken_level_loop_and_span_gas_are_on_the_record_as_unknown_and_calibration_never_as_breach_or_exceedance(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder = small_site(dir.path(), &BTreeMap::new());
+    let mut sim = Sim::start(dir.path(), &placeholder, &["--speed", "4"]);
+    let config_path = small_site(dir.path(), &sim.buses);
+    let mut agent = start_agent(&config_path);
+    let db = dir.path().join("site.db");
+    let has = |kind: &str, test: &dyn Fn(&str, &serde_json::Value) -> bool| {
+        chain(&db)
+            .iter()
+            .any(|(k, subject, body)| k == kind && test(subject, body))
+    };
+    wait_until(Duration::from_secs(30), "F1/B1 judged sealed", || {
+        has("seal_state", &|s, b| s == "F1/B1" && b["to"] == "sealed").then_some(())
+    });
+    // F1/B1's next gate opening would drain it below its seal level, but its level loop breaks
+    // first, for 120 simulated seconds (30 s here, longer than a charging cycle): nothing may be
+    // judged a breach meanwhile. F1's analyzer is calibrated with 80 mg/m³ span gas (the limit
+    // is 30) for 320 simulated seconds.
+    sim.command("breach F1/B1");
+    sim.command("level-wire-broken F1/B1 120");
+    sim.command("calibrate f1-nmhc 320");
+    wait_until(
+        Duration::from_secs(90),
+        "F1/B1 unknown for its level fault, F1/NMHC in calibration, and a calibration minute",
+        || {
+            if let Some(status) = agent.try_exit() {
+                panic!("agent exited with {status}:\n{}", agent.stderr());
+            }
+            (has("seal_state", &|s, b| {
+                s == "F1/B1"
+                    && b["to"] == "unknown"
+                    && b["reason"].as_str().unwrap_or("").contains("level fault")
+            }) && has("analyzer_state", &|s, b| {
+                s == "F1/NMHC" && b["to"] == "calibration"
+            }) && has("nmhc_minute", &|s, b| s == "F1/NMHC" && b["flag"] == "C")
+                && has("seal_state", &|s, b| {
+                    s == "F1/B1" && b["from"] == "unknown" && b["to"] != "unknown"
+                }))
+            .then_some(())
+        },
+    );
+    // The gate did open while the loop was broken (else the test proves nothing).
+    let gate_open_during_fault = stored(&db, "f1-b1-node/gate_open")
+        .iter()
+        .zip(stored(&db, "f1-b1-node/level_fault"))
+        .any(|(gate, fault)| {
+            gate.outcome == sealwatch_agent::poll::reading::Outcome::Value(1.0)
+                && fault.outcome == sealwatch_agent::poll::reading::Outcome::Value(1.0)
+        });
+    // A person opens and closes a maintenance window on F1/B2 with the CLI.
+    let url = status_url(&mut agent);
+    let maintenance = |args: &[&str]| {
+        let out = Command::new(binary("sealwatch"))
+            .arg("maintenance")
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--url", &url])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = maintenance(&[
+        "start",
+        "--bin",
+        "F1/B2",
+        "--kind",
+        "maintenance",
+        "--reason",
+        "lid hinge",
+        "--by",
+        "Zhao",
+    ]);
+    assert!(ok && said.contains("window_started"), "{said}");
+    let (ok, said) = maintenance(&[
+        "start",
+        "--bin",
+        "F1/B2",
+        "--kind",
+        "maintenance",
+        "--reason",
+        "again",
+        "--by",
+        "Zhao",
+    ]);
+    assert!(!ok && said.contains("already open"), "{said}");
+    let (ok, said) = maintenance(&[
+        "start",
+        "--device",
+        "no-such-node",
+        "--kind",
+        "shutdown",
+        "--reason",
+        "x",
+        "--by",
+        "Zhao",
+    ]);
+    assert!(!ok && said.contains("no bin"), "{said}");
+    let (ok, said) = maintenance(&["list"]);
+    assert!(ok && said.contains("F1/B2: maintenance"), "{said}");
+    wait_until(Duration::from_secs(20), "F1/B2 in maintenance", || {
+        has("seal_state", &|s, b| {
+            s == "F1/B2" && b["to"] == "maintenance"
+        })
+        .then_some(())
+    });
+    let (ok, said) = maintenance(&["end", "--bin", "F1/B2", "--by", "Zhao"]);
+    assert!(ok && said.contains("window_ended"), "{said}");
+    let (ok, said) = maintenance(&["end", "--bin", "F1/B2", "--by", "Zhao"]);
+    assert!(!ok && said.contains("no window is open"), "{said}");
+    assert!(
+        agent.terminate(Duration::from_secs(20)).success(),
+        "{}",
+        agent.stderr()
+    );
+
+    let records = chain(&db);
+    assert!(
+        gate_open_during_fault,
+        "the gate never opened during the loop fault"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|(k, s, _)| k == "breach_started" && s == "F1/B1"),
+        "a broken level loop was judged a breach"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|(k, _, _)| k == "nmhc_exceedance_started"),
+        "span gas was judged an exceedance"
+    );
+    assert!(records.iter().any(|(k, _, b)| k == "rule_set"
+        && b["values"]["analyzers"][0]["single_limit_mg_m3"] == "30.000"));
+    assert!(records.iter().any(|(k, s, b)| k == "window_started"
+        && s == "F1/B2"
+        && b["by"] == "Zhao"
+        && b["reason"] == "lid hinge"));
+    // Stored values during the calibration carry C.
+    assert!(stored(&db, "f1-nmhc/nmhc")
+        .iter()
+        .any(|r| r.flag == sealwatch_agent::poll::reading::Flag::C));
+    let _ = &mut sim;
 }

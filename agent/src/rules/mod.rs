@@ -413,7 +413,8 @@ impl RulesConfig {
                             bin,
                             indicator: rules.indicators.len(),
                         });
-                        rules.indicators.push((p.name.clone(), fault.clone()));
+                        let name = format!("{}/{}", config.devices[b.device].name, p.name);
+                        rules.indicators.push((name, fault.clone()));
                     }
                 }
                 rules.bins.push(BinRules {
@@ -441,7 +442,9 @@ impl RulesConfig {
                             analyzer,
                             map: rules.status_maps.len(),
                         });
-                        rules.status_maps.push((p.name.clone(), map.clone()));
+                        rules
+                            .status_maps
+                            .push((format!("{}/{}", device.name, p.name), map.clone()));
                     }
                 }
                 let interval_ms = device.poll_interval.as_millis().max(1);

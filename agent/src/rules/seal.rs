@@ -148,6 +148,8 @@ pub(super) struct BinTracker {
     level_since: Option<(f64, i64)>,
     /// The window open on this bin.
     pub(super) window: Option<OpenWindow>,
+    /// Whether a state was put on the record yet.
+    announced: bool,
     /// Day and month being summed, by start.
     days: Hours<PeriodAcc>,
     months: Hours<PeriodAcc>,
@@ -216,6 +218,7 @@ impl BinTracker {
             indicator_states: std::collections::BTreeMap::new(),
             level_since: None,
             window: None,
+            announced: false,
             days: Hours::new(),
             months: Hours::new(),
             tz,
@@ -788,9 +791,11 @@ impl BinTracker {
         ruleset: &str,
         out: &mut Vec<Output>,
     ) {
-        if new == self.state {
+        // The first judgement is always on the record, so a bin unknown from the start says why.
+        if new == self.state && self.announced {
             return;
         }
+        self.announced = true;
         let at = at.max(self.since.unwrap_or(at)).max(self.closed_until);
         self.accumulate(at);
         out.push(Output::SealState {
