@@ -310,3 +310,88 @@ mod tests {
         assert!(watch.look(i64::MIN, Duration::ZERO).is_some());
     }
 }
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+    use crate::poll::reading::{Fault, PointId};
+    use crate::poll::PointInfo;
+    use crate::rules::{RuleSettings, RulesConfig};
+    use crate::state::DeviceHealth;
+
+    fn pipeline() -> Pipeline {
+        let mut points = PointTable::default();
+        points.device_base.push(0);
+        for index in 0..2 {
+            points.points.push(PointInfo {
+                key: format!("meter/p{index}"),
+                device: 0,
+                index,
+                unit: None,
+                range: (None, None),
+            });
+        }
+        let state = PlantState::new(
+            vec![DeviceHealth {
+                name: "meter".into(),
+                connected: true,
+                ..DeviceHealth::default()
+            }],
+            2,
+            0,
+        );
+        let rules = RulesConfig::empty(chrono_tz::Asia::Shanghai, RuleSettings::default());
+        Pipeline::new(
+            Engine::new(&rules),
+            std::sync::Arc::new(points),
+            state,
+            vec!["meter".into()],
+            vec![3],
+            60_000,
+        )
+    }
+
+    fn poll(at: i64, outcome: Outcome) -> Vec<Reading> {
+        (0..2)
+            .map(|p| Reading::new(at, PointId(p), outcome, (None, None)))
+            .collect()
+    }
+
+    #[test]
+    fn a_device_that_answers_only_with_exceptions_is_a_faulty_device_and_recovers() {
+        let mut p = pipeline();
+        let t0 = 1_767_225_600_000;
+        let mut drafts = Vec::new();
+        for (k, outcome) in [
+            Outcome::Value(1.0),
+            Outcome::Exception(4),
+            Outcome::Exception(4),
+            Outcome::Exception(4),
+            Outcome::Exception(4),
+            Outcome::Value(2.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut polls = vec![poll(t0 + k as i64 * 1000, outcome)];
+            drafts.extend(p.handover(&mut polls, t0, Duration::ZERO).drafts);
+        }
+        let kinds: Vec<&str> = drafts.iter().map(|d| d.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec!["device_fault", "device_recovered"],
+            "after 3 polls of exceptions"
+        );
+        assert!(
+            drafts[0]
+                .body
+                .contains("answers every read with a Modbus exception (codes 04, 04)"),
+            "{}",
+            drafts[0].body
+        );
+        assert_eq!(drafts[0].at_ms, t0 + 3000, "the third poll of exceptions");
+        // A communication fault is not an exception streak.
+        let mut polls = vec![poll(t0 + 9000, Outcome::Fault(Fault::Timeout))];
+        assert!(p.handover(&mut polls, t0, Duration::ZERO).drafts.is_empty());
+    }
+}

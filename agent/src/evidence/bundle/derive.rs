@@ -137,6 +137,9 @@ pub struct Derivation {
     hours: BTreeMap<String, Vec<(i64, Option<f64>, f64)>>,
     bin_hours: BTreeMap<String, Vec<f64>>,
     totals: Totals,
+    /// Windows, analyzer states, clock jumps and store events, in chain order: (time, what,
+    /// subject, details).
+    events: Vec<(i64, String, String, String)>,
 }
 
 /// Counts for the report's summary line.
@@ -163,6 +166,7 @@ impl Derivation {
             hours: BTreeMap::new(),
             bin_hours: BTreeMap::new(),
             totals: Totals::default(),
+            events: Vec::new(),
         }
     }
 
@@ -277,6 +281,54 @@ impl Derivation {
                 ];
                 self.completeness.row(&row);
             }
+            "window_started" | "window_ended" | "window_overdue" | "analyzer_state"
+            | "clock_jump" | "clock_implausible" | "store_corruption" | "new_chain"
+            | "device_fault" | "device_recovered" => {
+                let details = match r.kind.as_str() {
+                    "window_started" => format!(
+                        "{} — {} ({})",
+                        field(&b["window"]),
+                        field(&b["reason"]),
+                        field(&b["by"])
+                    ),
+                    "window_ended" => format!(
+                        "{} opened {} by {}, closed by {}",
+                        field(&b["window"]),
+                        self.time(&b["started_ms"]),
+                        field(&b["opened_by"]),
+                        field(&b["by"])
+                    ),
+                    "window_overdue" => format!(
+                        "{} open since {} by {}",
+                        field(&b["window"]),
+                        self.time(&b["started_ms"]),
+                        field(&b["opened_by"])
+                    ),
+                    "analyzer_state" => format!(
+                        "{} → {} (status {})",
+                        field(&b["from"]),
+                        field(&b["to"]),
+                        field(&b["status"])
+                    ),
+                    "clock_jump" => format!(
+                        "{} → {} ({} s)",
+                        self.time(&b["from_ms"]),
+                        self.time(&b["to_ms"]),
+                        num(&b["size_ms"]).map_or(0, |v| (v / 1000.0) as i64)
+                    ),
+                    "store_corruption" => format!(
+                        "{} row {}: {}",
+                        field(&b["table"]),
+                        field(&b["row"]),
+                        field(&b["error"])
+                    ),
+                    "new_chain" => format!("{} ({})", field(&b["reason"]), field(&b["by"])),
+                    "device_fault" => field(&b["problem"]),
+                    _ => String::new(),
+                };
+                self.events
+                    .push((r.at_ms, r.kind.clone(), r.subject.clone(), details));
+            }
             _ => {}
         }
     }
@@ -382,6 +434,20 @@ impl Derivation {
             );
         }
         comp.push_str("</table>");
+        let mut events = String::from(
+            "<table><tr><th>time</th><th>what</th><th>subject</th><th>details</th></tr>",
+        );
+        for (at, kind, subject, details) in &self.events {
+            let _ = write!(
+                events,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                local_seconds(tz, *at),
+                esc(kind),
+                esc(subject),
+                esc(details)
+            );
+        }
+        events.push_str("</table>");
         let t = &self.totals;
         format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sealwatch audit bundle — {plant}</title>\
@@ -392,6 +458,7 @@ impl Derivation {
 <p>Charging cycles: {cycles}, of which held the seal: {held}. Breaches: {breaches}. NMHC hours above the hourly limit: {exceeded}.</p>\
 <h2>Seal state per bin</h2><p>Green sealed, blue charging with the seal held, red breach, grey unknown (no valid data).</p>{svg}\
 <h2>NMHC hourly averages against the limit</h2>{nmhc}<h2>Data completeness</h2>{comp}\
+<h2>Calibration, maintenance and shutdown windows, instrument states, clock jumps, device and store events</h2>{events}\
 <p>Check this bundle against the site's key from the audit system: <code>sealwatch evidence verify --bundle &lt;this folder&gt; --key-fingerprint {fingerprint}</code>. The tables are in the CSV files beside this report; verification derives them and this report again from the records and fails on any difference.</p></body></html>",
             plant = esc(&m.plant),
             site = esc(&m.site),
