@@ -23,12 +23,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use sealwatch_firmware::modbus::{read_request, Bits, ReadDeviceIdCode, Request, Words};
-use sealwatch_firmware::registers::Table as FwTable;
+use sealwatch_firmware::modbus::{
+    read_request, Bits, ExceptionCode, ReadDeviceIdCode, Request, UnitId, Words,
+};
+use sealwatch_firmware::{BaudRate, Parity};
 
-pub use self::line::{Line, LineError, Reply};
+pub use self::line::Line;
 use crate::config::profile::{PointDef, Profile, Table, ValueType, WordOrder, SEAL_NODE_PROFILE};
-use crate::config::{self, ConfigError, Parity, SerialSettings, SiteConfig, Transport};
+use crate::config::{self, ConfigError, DataBits, SerialSettings, SiteConfig, StopBits, Transport};
+use crate::modbus::{serial_link, Answer, AnyLink, Link, LinkError, TcpLink};
 use crate::poll::decode::{decode_point, decode_raw, encode_point};
 use crate::poll::plan::{plan_reads, ReadRequest};
 
@@ -63,14 +66,14 @@ pub enum CommissionError {
     Usage(String),
     /// The line failed.
     #[error(transparent)]
-    Line(#[from] LineError),
+    Line(#[from] LinkError),
     /// The device answered with an exception.
-    #[error("unit {unit} answered exception {code:02X} ({}) to {what}", exception_text(*code))]
+    #[error("unit {unit} answered {code} to {what}")]
     Exception {
         /// Unit.
-        unit: u8,
-        /// Exception code.
-        code: u8,
+        unit: UnitId,
+        /// The exception.
+        code: ExceptionCode,
         /// The request, in words.
         what: String,
     },
@@ -99,21 +102,6 @@ impl CommissionError {
     }
 }
 
-/// The name of a Modbus exception code.
-pub fn exception_text(code: u8) -> &'static str {
-    match code {
-        0x01 => "illegal function",
-        0x02 => "illegal data address",
-        0x03 => "illegal data value",
-        0x04 => "server device failure",
-        0x05 => "acknowledge",
-        0x06 => "server device busy",
-        0x0A => "gateway path unavailable",
-        0x0B => "gateway target failed to respond",
-        _ => "unknown exception",
-    }
-}
-
 /// `sealwatch commission …`
 #[derive(Debug, Args)]
 pub struct CommissionArgs {
@@ -132,18 +120,18 @@ struct TargetArgs {
     /// Serial port of an RTU line, e.g. /dev/ttyUSB0.
     #[arg(long, global = true, value_name = "PORT")]
     rtu: Option<String>,
-    /// RTU baud rate.
-    #[arg(long, global = true, default_value_t = 9600)]
-    baud: u32,
+    /// RTU baud rate (1200, 2400, 4800, 9600, 19200, 38400, 57600 or 115200).
+    #[arg(long, global = true, default_value = "9600", value_parser = parse_baud)]
+    baud: BaudRate,
     /// RTU parity.
     #[arg(long, global = true, value_enum, default_value_t = ParityArg::None)]
     parity: ParityArg,
     /// RTU data bits (7 or 8).
-    #[arg(long, global = true, default_value_t = 8)]
-    data_bits: u8,
+    #[arg(long, global = true, default_value = "8", value_parser = parse_data_bits)]
+    data_bits: DataBits,
     /// RTU stop bits (1 or 2).
-    #[arg(long, global = true, default_value_t = 1)]
-    stop_bits: u8,
+    #[arg(long, global = true, default_value = "1", value_parser = parse_stop_bits)]
+    stop_bits: StopBits,
     /// Site configuration, to name a bus or device instead of giving the line by hand.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
@@ -163,6 +151,44 @@ enum ParityArg {
     None,
     Even,
     Odd,
+}
+
+impl ParityArg {
+    fn parity(self) -> Parity {
+        match self {
+            ParityArg::None => Parity::None,
+            ParityArg::Even => Parity::Even,
+            ParityArg::Odd => Parity::Odd,
+        }
+    }
+}
+
+fn parse_baud(text: &str) -> Result<BaudRate, String> {
+    text.parse::<u32>()
+        .ok()
+        .and_then(BaudRate::from_bits_per_second)
+        .ok_or_else(|| {
+            format!(
+                "'{text}' is not a line speed; expected one of {}",
+                BaudRate::ALL.map(|b| b.to_string()).join(", ")
+            )
+        })
+}
+
+fn parse_data_bits(text: &str) -> Result<DataBits, String> {
+    match text {
+        "7" => Ok(DataBits::Seven),
+        "8" => Ok(DataBits::Eight),
+        _ => Err(format!("'{text}' data bits: expected 7 or 8")),
+    }
+}
+
+fn parse_stop_bits(text: &str) -> Result<StopBits, String> {
+    match text {
+        "1" => Ok(StopBits::One),
+        "2" => Ok(StopBits::Two),
+        _ => Err(format!("'{text}' stop bits: expected 1 or 2")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -236,8 +262,8 @@ impl OrderArg {
 #[derive(Debug, Args, Clone)]
 struct ReadSpec {
     /// Unit id (1–247); taken from --device when that is given.
-    #[arg(long, short)]
-    unit: Option<u8>,
+    #[arg(long, short, value_parser = parse_unit)]
+    unit: Option<UnitId>,
     /// Decode with this profile: `seal-node`, or a profile file (`.toml`).
     #[arg(long)]
     profile: Option<String>,
@@ -285,8 +311,8 @@ enum CommissionCommand {
     /// Write holding registers or coils (asks for confirmation).
     Write {
         /// Unit id (1–247); taken from --device when that is given.
-        #[arg(long, short)]
-        unit: Option<u8>,
+        #[arg(long, short, value_parser = parse_unit)]
+        unit: Option<UnitId>,
         /// Write a point of the profile instead of a raw address.
         #[arg(long)]
         point: Option<String>,
@@ -327,7 +353,7 @@ enum CommissionCommand {
 /// What a target resolves to.
 struct Resolved {
     line: Line,
-    unit: Option<u8>,
+    unit: Option<UnitId>,
     profile: Option<Arc<Profile>>,
     device: Option<String>,
 }
@@ -349,11 +375,18 @@ fn load_config(t: &TargetArgs) -> Result<Option<SiteConfig>, CommissionError> {
         .map_err(Into::into)
 }
 
-fn resolve(t: &TargetArgs) -> Result<Resolved, CommissionError> {
+/// The RTU line on `settings`, opened now (a wrong port is said at once, before any request).
+async fn rtu_line(settings: &SerialSettings, timeout: Duration) -> Result<Line, CommissionError> {
+    let mut link = serial_link(settings, crate::modbus::QUIET_AFTER_TIMEOUT_DEFAULT);
+    link.open(timeout).await?;
+    Ok(Line::new(AnyLink::Rtu(Box::new(link)), timeout))
+}
+
+async fn resolve(t: &TargetArgs) -> Result<Resolved, CommissionError> {
     let timeout = Duration::from_millis(t.timeout_ms.max(1));
     if let Some(addr) = &t.tcp {
         return Ok(Resolved {
-            line: Line::tcp(addr, timeout),
+            line: Line::new(AnyLink::Tcp(TcpLink::new(addr)), timeout),
             unit: None,
             profile: None,
             device: None,
@@ -363,16 +396,12 @@ fn resolve(t: &TargetArgs) -> Result<Resolved, CommissionError> {
         let settings = SerialSettings {
             port: port.clone(),
             baud: t.baud,
-            parity: match t.parity {
-                ParityArg::None => Parity::None,
-                ParityArg::Even => Parity::Even,
-                ParityArg::Odd => Parity::Odd,
-            },
+            parity: t.parity.parity(),
             data_bits: t.data_bits,
             stop_bits: t.stop_bits,
         };
         return Ok(Resolved {
-            line: Line::rtu(&settings, timeout)?,
+            line: rtu_line(&settings, timeout).await?,
             unit: None,
             profile: None,
             device: None,
@@ -394,7 +423,7 @@ fn resolve(t: &TargetArgs) -> Result<Resolved, CommissionError> {
             })?;
         (
             d.bus,
-            Some(d.unit.get()),
+            Some(d.unit),
             Some(d.profile.clone()),
             Some(d.name.clone()),
         )
@@ -414,8 +443,8 @@ fn resolve(t: &TargetArgs) -> Result<Resolved, CommissionError> {
         return Err(CommissionError::NoTarget);
     };
     let line = match &cfg.buses[bus].transport {
-        Transport::Tcp { address } => Line::tcp(address, timeout),
-        Transport::Rtu(serial) => Line::rtu(serial, timeout)?,
+        Transport::Tcp { address } => Line::new(AnyLink::Tcp(TcpLink::new(address)), timeout),
+        Transport::Rtu(serial) => rtu_line(serial, timeout).await?,
     };
     Ok(Resolved {
         line,
@@ -432,21 +461,23 @@ fn load_profile(name: &str) -> Result<Arc<Profile>, CommissionError> {
     Ok(Arc::new(config::load_profile(std::path::Path::new(name))?))
 }
 
-fn unit_of(asked: Option<u8>, resolved: Option<u8>) -> Result<u8, CommissionError> {
-    let unit = asked.or(resolved).ok_or_else(|| {
+fn unit_of(asked: Option<UnitId>, resolved: Option<UnitId>) -> Result<UnitId, CommissionError> {
+    asked.or(resolved).ok_or_else(|| {
         CommissionError::Usage("say which unit: --unit N (or --device NAME with --config)".into())
-    })?;
-    if (1..=247).contains(&unit) {
-        Ok(unit)
-    } else {
-        Err(CommissionError::Usage(format!(
-            "unit id {unit} is outside 1–247 (0 is broadcast, 248–255 are reserved)"
-        )))
-    }
+    })
+}
+
+fn parse_unit(text: &str) -> Result<UnitId, String> {
+    text.parse::<u8>()
+        .ok()
+        .and_then(UnitId::new)
+        .ok_or_else(|| {
+            format!("unit id '{text}' is outside 1–247 (0 is broadcast, 248–255 are reserved)")
+        })
 }
 
 /// Parses `1-247`, `5`, `1,2,10-12`.
-pub fn parse_units(text: &str) -> Result<Vec<u8>, CommissionError> {
+pub fn parse_units(text: &str) -> Result<Vec<UnitId>, CommissionError> {
     let bad = || {
         CommissionError::Usage(format!(
             "'{text}' is not a list of unit ids; expected e.g. 1-247, 1-10 or 1,2,5 (each 1–247)"
@@ -458,12 +489,12 @@ pub fn parse_units(text: &str) -> Result<Vec<u8>, CommissionError> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let a: u8 = a.parse().map_err(|_| bad())?;
-        let b: u8 = b.parse().map_err(|_| bad())?;
-        if a == 0 || b > 247 || a > b {
+        let a = a.parse().ok().and_then(UnitId::new).ok_or_else(bad)?;
+        let b = b.parse().ok().and_then(UnitId::new).ok_or_else(bad)?;
+        if a > b {
             return Err(bad());
         }
-        units.extend(a..=b);
+        units.extend((a.get()..=b.get()).filter_map(UnitId::new));
     }
     units.sort_unstable();
     units.dedup();
@@ -473,39 +504,29 @@ pub fn parse_units(text: &str) -> Result<Vec<u8>, CommissionError> {
     Ok(units)
 }
 
-fn fw_table(table: Table) -> FwTable {
-    match table {
-        Table::Coil => FwTable::Coil,
-        Table::DiscreteInput => FwTable::DiscreteInput,
-        Table::Holding => FwTable::Holding,
-        Table::Input => FwTable::Input,
-    }
-}
-
 /// Reads `count` of `table` from `start`; an exception is an error naming the request.
 async fn read_words(
-    line: &mut Line,
-    unit: u8,
+    line: &mut Line<impl Link>,
+    unit: UnitId,
     table: Table,
     start: u16,
     count: u16,
 ) -> Result<Vec<u16>, CommissionError> {
-    let req = read_request(fw_table(table), start, count).map_err(|e| {
-        CommissionError::Usage(format!(
-            "cannot read {count} of {table} from {start}: {e:?}"
-        ))
+    let req = read_request(table, start, count).map_err(|e| {
+        CommissionError::Usage(format!("cannot read {count} of {table} from {start}: {e}"))
     })?;
-    match line.call(unit, &req).await? {
-        Reply::Words(w) => Ok(w),
-        Reply::Bits(b) => Ok(b.into_iter().map(u16::from).collect()),
-        Reply::Exception(code) => Err(CommissionError::Exception {
+    match line.call(unit, &req).await {
+        Ok(answer) => answer.into_words().ok_or_else(|| {
+            CommissionError::Failed(format!(
+                "unexpected answer to a read of {table} {start}+{count}"
+            ))
+        }),
+        Err(LinkError::Exception { code, .. }) => Err(CommissionError::Exception {
             unit,
             code,
             what: format!("reading {table} {start}+{count}"),
         }),
-        other => Err(CommissionError::Failed(format!(
-            "unexpected answer {other:?}"
-        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -515,7 +536,7 @@ pub enum Identification {
     /// Objects (0 vendor, 1 product code, 2 revision, …).
     Objects(Vec<(u8, String)>),
     /// The device answered this exception (01: not implemented).
-    Exception(u8),
+    Exception(ExceptionCode),
 }
 
 impl Identification {
@@ -551,62 +572,77 @@ impl Identification {
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
-            Identification::Exception(code) => format!(
-                "no identification (exception {code:02X}, {})",
-                exception_text(*code)
-            ),
+            Identification::Exception(code) => format!("no identification ({code})"),
         }
     }
 }
 
 /// Asks `unit` for its basic device identification.
-pub async fn identify(line: &mut Line, unit: u8) -> Result<Identification, LineError> {
+pub async fn identify(
+    line: &mut Line<impl Link>,
+    unit: UnitId,
+) -> Result<Identification, LinkError> {
     let req = Request::ReadDeviceIdentification {
         code: ReadDeviceIdCode::Basic,
         object_id: 0,
     };
-    Ok(match line.call(unit, &req).await? {
-        Reply::Identification(objects) => Identification::Objects(
+    match line.call(unit, &req).await {
+        Ok(Answer::Identification(objects)) => Ok(Identification::Objects(
             objects
                 .into_iter()
                 .map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned()))
                 .collect(),
-        ),
-        Reply::Exception(code) => Identification::Exception(code),
-        other => Identification::Objects(vec![(0xFF, format!("{other:?}"))]),
-    })
+        )),
+        Ok(other) => Ok(Identification::Objects(vec![(0xFF, format!("{other:?}"))])),
+        Err(LinkError::Exception { code, .. }) => Ok(Identification::Exception(code)),
+        Err(e) => Err(e),
+    }
 }
 
 /// A unit found by a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     /// Unit id.
-    pub unit: u8,
+    pub unit: UnitId,
     /// How it answered the probe read.
     pub probe: String,
     /// Its identification, if it answered that request.
     pub identification: Option<Identification>,
 }
 
+/// The probe of a scan: holding register 0, one register.
+const PROBE_RANGE: sealwatch_firmware::modbus::AddressRange =
+    match sealwatch_firmware::modbus::AddressRange::try_new(0, 1, 1) {
+        Ok(r) => r,
+        Err(_) => panic!("one register at 0 is a range"),
+    };
+
 /// Probes `units` one by one; `progress` is called after each.
 pub async fn scan(
-    line: &mut Line,
-    units: &[u8],
-    mut progress: impl FnMut(u8, Option<&Found>),
+    line: &mut Line<impl Link>,
+    units: &[UnitId],
+    mut progress: impl FnMut(UnitId, Option<&Found>),
 ) -> Result<Vec<Found>, CommissionError> {
     let mut found = Vec::new();
-    let probe = read_request(FwTable::Holding, 0, 1).expect("one register is a valid read");
+    let probe = Request::ReadHoldingRegisters(PROBE_RANGE);
     for &unit in units {
         let answer = match line.call(unit, &probe).await {
-            Ok(Reply::Words(w)) => Some(format!("holding 0 = {}", w.first().copied().unwrap_or(0))),
+            Ok(Answer::Words(w)) => {
+                Some(format!("holding 0 = {}", w.first().copied().unwrap_or(0)))
+            }
             // A gateway's "path unavailable" / "target failed to respond": nobody there.
-            Ok(Reply::Exception(0x0A | 0x0B)) => None,
-            Ok(Reply::Exception(code)) => Some(format!(
-                "answers (exception {code:02X} to a read of holding 0)"
-            )),
+            Err(LinkError::Exception {
+                code: ExceptionCode::GatewayPathUnavailable | ExceptionCode::GatewayTargetFailed,
+                ..
+            }) => None,
+            Err(LinkError::Exception { code, .. }) => {
+                Some(format!("answers ({code} to a read of holding 0)"))
+            }
             Ok(other) => Some(format!("answers ({other:?})")),
-            Err(e) if e.is_timeout() => None,
-            Err(e @ LineError::BadReply { .. }) => Some(format!("answers garbled: {e}")),
+            Err(e) if e.is_silence() => None,
+            Err(e @ (LinkError::BadFrame { .. } | LinkError::LateReply { .. })) if e.survives() => {
+                Some(format!("answers garbled: {e}"))
+            }
             Err(e) => return Err(e.into()),
         };
         let Some(probe_text) = answer else {
@@ -615,7 +651,10 @@ pub async fn scan(
         };
         let identification = match identify(line, unit).await {
             Ok(id) => Some(id),
-            Err(e) if e.is_timeout() || matches!(e, LineError::BadReply { .. }) => None,
+            Err(e) if e.survives() => {
+                tracing::debug!(unit = %unit, error = %e, "no identification");
+                None
+            }
             Err(e) => return Err(e.into()),
         };
         let f = Found {
@@ -642,8 +681,8 @@ struct PointValue {
 }
 
 async fn read_profile(
-    line: &mut Line,
-    unit: u8,
+    line: &mut Line<impl Link>,
+    unit: UnitId,
     profile: &Profile,
     only: &[String],
 ) -> Result<Vec<PointValue>, CommissionError> {
@@ -677,10 +716,10 @@ async fn read_profile(
     }
     let mut values = Vec::new();
     for read in &reads {
-        let words = read_words(line, unit, read.table, read.start, read.count).await?;
+        let words = read_words(line, unit, read.table, read.start(), read.count()).await?;
         for &p in &read.points {
             let point = &profile.points[p];
-            let offset = usize::from(point.address - read.start);
+            let offset = usize::from(point.address - read.start());
             let slice = words.get(offset..).unwrap_or(&[]);
             let raw = slice
                 .iter()
@@ -803,9 +842,9 @@ fn render_raw(
 }
 
 async fn read_once(
-    line: &mut Line,
+    line: &mut Line<impl Link>,
     spec: &ReadSpec,
-    unit: u8,
+    unit: UnitId,
     profile: Option<&Arc<Profile>>,
 ) -> Result<String, CommissionError> {
     match (spec.table, spec.address) {
@@ -918,7 +957,7 @@ impl WritePlan {
 /// standard output.
 pub async fn run(args: CommissionArgs) -> Result<(), CommissionError> {
     let CommissionArgs { target, command } = args;
-    let mut r = resolve(&target)?;
+    let mut r = resolve(&target).await?;
     let stdout = std::io::stdout();
     match command {
         CommissionCommand::Scan { units } => {
@@ -1151,19 +1190,20 @@ pub async fn run(args: CommissionArgs) -> Result<(), CommissionError> {
                     values: Bits::from_values(v),
                 },
             };
-            match r.line.call(unit, &request).await? {
-                Reply::Written => {
+            match r.line.call(unit, &request).await {
+                Ok(Answer::Written) => {
                     writeln!(stdout.lock(), "wrote {what} to unit {unit}")?;
                     Ok(())
                 }
-                Reply::Exception(code) => Err(CommissionError::Exception {
+                Ok(other) => Err(CommissionError::Failed(format!(
+                    "unexpected answer to a write: {other:?}"
+                ))),
+                Err(LinkError::Exception { code, .. }) => Err(CommissionError::Exception {
                     unit,
                     code,
                     what: format!("writing {what}"),
                 }),
-                other => Err(CommissionError::Failed(format!(
-                    "unexpected answer to a write: {other:?}"
-                ))),
+                Err(e) => Err(e.into()),
             }
         }
         CommissionCommand::Verify {
@@ -1305,8 +1345,8 @@ fn step_line(s: &Step) -> String {
 /// Checks a device against its profile. `switch_timeout`: run the guided switch tests, waiting
 /// this long for each; `None` skips them.
 pub async fn verify(
-    line: &mut Line,
-    unit: u8,
+    line: &mut Line<impl Link>,
+    unit: UnitId,
     device: &str,
     profile: &Profile,
     expect: &Expectation,
@@ -1326,9 +1366,19 @@ pub async fn verify(
         );
         return report;
     };
-    let probe = read_request(fw_table(first.table), first.start, 1).expect("valid read");
+    let probe = match read_request(first.table, first.start(), 1) {
+        Ok(probe) => probe,
+        Err(e) => {
+            report.push(
+                "profile",
+                Verdict::Fail,
+                format!("cannot read {first}: {e}"),
+            );
+            return report;
+        }
+    };
     match line.call(unit, &probe).await {
-        Ok(_) => report.push(
+        Ok(_) | Err(LinkError::Exception { .. }) => report.push(
             "reachable",
             Verdict::Pass,
             format!("unit {unit} answers on {}", line.target()),
@@ -1348,7 +1398,7 @@ pub async fn verify(
                 Verdict::Skip
             },
             format!(
-                "the device does not implement Read Device Identification (exception {code:02X}); cannot confirm it is a {}",
+                "the device does not implement Read Device Identification ({code}); cannot confirm it is a {}",
                 expect.product.as_deref().unwrap_or(&profile.name)
             ),
         ),
@@ -1383,7 +1433,7 @@ pub async fn verify(
     for read in &reads {
         match read_profile_one(line, unit, profile, read).await {
             Ok(mut v) => values.append(&mut v),
-            Err(e) => unreadable.push(format!("{} {}+{}: {e}", read.table, read.start, read.count)),
+            Err(e) => unreadable.push(format!("{read}: {e}")),
         }
     }
     if unreadable.is_empty() {
@@ -1479,8 +1529,8 @@ pub async fn verify(
 }
 
 async fn read_profile_one(
-    line: &mut Line,
-    unit: u8,
+    line: &mut Line<impl Link>,
+    unit: UnitId,
     profile: &Profile,
     read: &ReadRequest,
 ) -> Result<Vec<PointValue>, CommissionError> {
@@ -1494,8 +1544,8 @@ async fn read_profile_one(
 
 /// Waits until every point of `points` has been seen both on and off.
 async fn watch_toggle(
-    line: &mut Line,
-    unit: u8,
+    line: &mut Line<impl Link>,
+    unit: UnitId,
     profile: &Profile,
     points: &[&str],
     timeout: Duration,
@@ -1548,7 +1598,14 @@ mod tests {
 
     #[test]
     fn unit_lists() {
-        assert_eq!(parse_units("1-3,7, 2").unwrap(), vec![1, 2, 3, 7]);
+        let units = |text| {
+            parse_units(text)
+                .unwrap()
+                .into_iter()
+                .map(UnitId::get)
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(units("1-3,7, 2"), vec![1, 2, 3, 7]);
         assert_eq!(parse_units("1-247").unwrap().len(), 247);
         for bad in ["0-3", "1-248", "5-2", "x", ""] {
             assert!(parse_units(bad).is_err(), "{bad}");

@@ -4,11 +4,14 @@
 //! Data flows one way: bus tasks ([`poll`]) → pipeline ([`run`]) → [`store`], with the live
 //! [`state`] read by the [`status`] page.
 
+pub mod backoff;
 pub mod clock;
 pub mod commission;
 pub mod config;
 pub mod evidence;
 pub mod ledger;
+pub mod modbus;
+pub mod model;
 pub mod notify;
 pub mod pipeline;
 pub mod poll;

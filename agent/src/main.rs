@@ -513,13 +513,12 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn replay(config_path: &Path, readings: &Path, out: Option<&Path>) -> anyhow::Result<()> {
-    use sealwatch_agent::poll::PointTable;
     use sealwatch_agent::replay::ReplayItem;
     use sealwatch_agent::rules::{Engine, Replay, RulesConfig};
     use std::io::Write as _;
 
     let cfg = config::load(config_path)?;
-    let points = PointTable::new(&cfg);
+    let points = cfg.point_table();
     let input = sealwatch_agent::replay::read_replay(readings, &points)?;
     let rules = RulesConfig::new(&cfg, &points);
     let engine = Engine::new(&rules);

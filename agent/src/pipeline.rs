@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::evidence::Draft;
-use crate::poll::reading::{Outcome, Reading};
-use crate::poll::PointTable;
+use crate::model::PointTable;
+use crate::model::{Outcome, Reading};
 use crate::rules::{Engine, Output, Window, WindowError};
 use crate::state::PlantState;
 
@@ -200,7 +200,7 @@ impl Pipeline {
                     let codes: Vec<String> = batch
                         .iter()
                         .filter_map(|r| match r.outcome {
-                            Outcome::Exception(c) => Some(format!("{c:02X}")),
+                            Outcome::Exception(c) => Some(format!("{:02X}", c.code())),
                             _ => None,
                         })
                         .collect();
@@ -314,10 +314,11 @@ mod tests {
 #[cfg(test)]
 mod device_tests {
     use super::*;
-    use crate::poll::reading::{Fault, PointId};
-    use crate::poll::PointInfo;
+    use crate::model::PointInfo;
+    use crate::model::{Fault, PointId};
     use crate::rules::{RuleSettings, RulesConfig};
     use crate::state::DeviceHealth;
+    use sealwatch_firmware::modbus::ExceptionCode;
 
     fn pipeline() -> Pipeline {
         let mut points = PointTable::default();
@@ -364,10 +365,10 @@ mod device_tests {
         let mut drafts = Vec::new();
         for (k, outcome) in [
             Outcome::Value(1.0),
-            Outcome::Exception(4),
-            Outcome::Exception(4),
-            Outcome::Exception(4),
-            Outcome::Exception(4),
+            Outcome::Exception(ExceptionCode::ServerDeviceFailure),
+            Outcome::Exception(ExceptionCode::ServerDeviceFailure),
+            Outcome::Exception(ExceptionCode::ServerDeviceFailure),
+            Outcome::Exception(ExceptionCode::ServerDeviceFailure),
             Outcome::Value(2.0),
         ]
         .into_iter()

@@ -20,11 +20,12 @@
 
 use std::path::{Path, PathBuf};
 
+use sealwatch_firmware::modbus::ExceptionCode;
 use serde::Deserialize;
 
+use crate::model::PointTable;
+use crate::model::{Fault, Flag, Outcome, Reading};
 use crate::pipeline::WindowCommand;
-use crate::poll::reading::{Fault, Flag, Outcome, Reading};
-use crate::poll::PointTable;
 use crate::rules::{Window, WindowKind};
 
 /// A replay input that cannot be used.
@@ -155,7 +156,7 @@ fn parse_json(points: &PointTable, line: &str) -> Result<Reading, String> {
     let j: JsonReading = serde_json::from_str(line).map_err(|e| e.to_string())?;
     let outcome = match (j.value, j.exception, j.fault.as_deref()) {
         (Some(v), None, None) => Outcome::Value(v),
-        (None, Some(code), None) => Outcome::Exception(code),
+        (None, Some(code), None) => Outcome::Exception(ExceptionCode::from_code(code)),
         (None, None, Some(name)) => {
             Outcome::Fault(fault(name).ok_or_else(|| format!("unknown fault '{name}'"))?)
         }
@@ -173,10 +174,10 @@ fn parse_csv(points: &PointTable, line: &str) -> Result<Reading, String> {
         .parse()
         .map_err(|_| format!("at_ms '{at}' is not a whole number of ms"))?;
     let outcome = if let Some(code) = value.strip_prefix("exception:") {
-        Outcome::Exception(
+        Outcome::Exception(ExceptionCode::from_code(
             code.parse()
                 .map_err(|_| format!("bad exception code '{code}'"))?,
-        )
+        ))
     } else if let Some(name) = value.strip_prefix("fault:") {
         Outcome::Fault(fault(name).ok_or_else(|| format!("unknown fault '{name}'"))?)
     } else {
@@ -243,7 +244,7 @@ pub fn to_json_line(points: &PointTable, r: &Reading) -> String {
             "\"value\":{}",
             serde_json::to_string(&v).unwrap_or_else(|_| "null".into())
         ),
-        Outcome::Exception(code) => format!("\"exception\":{code}"),
+        Outcome::Exception(code) => format!("\"exception\":{}", code.code()),
         Outcome::Fault(f) => format!(
             "\"fault\":\"{}\"",
             match f {

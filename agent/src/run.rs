@@ -14,10 +14,10 @@ use crate::clock::now_ms;
 use crate::config::{SiteConfig, Transport};
 use crate::evidence::anchor::{AnchorError, ForkError, StartFacts};
 use crate::evidence::{self, sign::KeyError, Draft, EvidenceRecord};
+use crate::model::PointTable;
+use crate::model::Reading;
 use crate::pipeline::Pipeline;
-use crate::poll::bus::spawn_buses;
-use crate::poll::reading::Reading;
-use crate::poll::PointTable;
+use crate::poll::spawn_buses;
 use crate::rules::{Engine, RulesConfig, Window};
 use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
@@ -72,7 +72,7 @@ pub struct RunningAgent {
 
 /// Opens the store, starts polling and the status page. Returns once everything runs.
 pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<RunningAgent, RunError> {
-    let points = Arc::new(PointTable::new(&config));
+    let points = Arc::new(config.point_table());
     let db_path = config.store.path.clone();
     let keys: Vec<(String, Option<String>)> = points
         .points
@@ -200,7 +200,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 tracing::info!(bus = %bus.name, %address, "polling Modbus TCP")
             }
             Transport::Rtu(serial) => {
-                tracing::info!(bus = %bus.name, port = %serial.port, baud = serial.baud, "polling Modbus RTU")
+                tracing::info!(bus = %bus.name, port = %serial.port, baud = serial.baud.bits_per_second(), "polling Modbus RTU")
             }
         }
     }

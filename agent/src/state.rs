@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::poll::reading::{Fault, Reading};
+use crate::model::{Fault, Reading};
 use crate::rules::{Output, SealState};
 use crate::store::{HealthHandle, StoreHealth};
 
@@ -45,9 +45,12 @@ pub struct DeviceHealth {
     pub exceptions: u64,
     /// Connection failures and breaks.
     pub io_errors: u64,
-    /// Replies that did not fit the request: requests that failed on a bad reply, and on a
-    /// serial line every discarded frame (wrong unit, function or length; late replies).
+    /// Replies that did not fit the request: requests that failed on a bad reply, and every
+    /// discarded frame that was not the answer (wrong unit, function or length).
     pub bad_frames: u64,
+    /// Late replies thrown away: answers to earlier requests (flushed, heard while the unit was
+    /// quieted, with an old transaction id) and answers discarded because more followed them.
+    pub late_replies: u64,
     /// Frames whose CRC did not check (serial lines).
     pub crc_errors: u64,
     /// Last problem, in words.

@@ -150,7 +150,7 @@ pub fn metrics_text(snap: &PlantSnapshot, store_bytes: Option<u64>, now_ms: i64)
         &mut out,
         "sealwatch_request_errors_total",
         "counter",
-        "Failed or discarded requests per device and kind (timeout, exception, io, bad_frame, crc).",
+        "Failed or discarded requests per device and kind (timeout, exception, io, bad_frame, crc, late_reply).",
     );
     for d in &snap.devices {
         for (kind, n) in [
@@ -159,6 +159,7 @@ pub fn metrics_text(snap: &PlantSnapshot, store_bytes: Option<u64>, now_ms: i64)
             ("io", d.io_errors),
             ("bad_frame", d.bad_frames),
             ("crc", d.crc_errors),
+            ("late_reply", d.late_replies),
         ] {
             let _ = writeln!(
                 out,

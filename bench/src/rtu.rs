@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use sealwatch_agent::config::{self, SiteConfig};
 use sealwatch_agent::poll::plan::{plan_reads, ReadRequest};
 use sealwatch_agent::run;
-use sealwatch_sim::rtu::LineOptions;
 use sealwatch_sim::scenario::Scenario;
+use sealwatch_sim::serve::LineOptions;
 use sealwatch_sim::serve::{self, SimOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +58,9 @@ fn model_seconds(read: &ReadRequest, baud: u32) -> f64 {
     let t_char = 11.0 / f64::from(baud);
     let t35 = if baud > 19_200 { 0.00175 } else { 3.5 * t_char };
     let data = if read.table.is_bits() {
-        usize::from(read.count).div_ceil(8)
+        usize::from(read.count()).div_ceil(8)
     } else {
-        2 * usize::from(read.count)
+        2 * usize::from(read.count())
     };
     (8 + 5 + data) as f64 * t_char + 2.0 * t35 + TURNAROUND.as_secs_f64()
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::params;
-use sealwatch_agent::poll::reading::{Outcome, PointId, Reading};
-use sealwatch_agent::poll::PointTable;
+use sealwatch_agent::model::PointTable;
+use sealwatch_agent::model::{Outcome, PointId, Reading};
 use sealwatch_agent::store::{Limits, Store};
 use sealwatch_sim::plant::Plant;
 
@@ -53,7 +53,7 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
     let per_node = sealwatch_firmware_points();
     let nodes = (1000 - 16) / per_node;
     let config = seal_node_site(dir.path(), 1, nodes, 4, 1000, &[])?;
-    let table = PointTable::new(&config);
+    let table = config.point_table();
     let t0 = sealwatch_agent::clock::now_ms() - seconds * 1000;
     let limits = Limits {
         raw_retention: Duration::from_secs(90 * 86_400),

@@ -133,19 +133,19 @@ async fn bare_loop(addresses: &[String], window: Duration) -> anyhow::Result<f64
                 for read in &plan {
                     let ok = match read.table {
                         Table::DiscreteInput => ctx
-                            .read_discrete_inputs(read.start, read.count)
+                            .read_discrete_inputs(read.start(), read.count())
                             .await
                             .map(|r| r.is_ok()),
                         Table::Input => ctx
-                            .read_input_registers(read.start, read.count)
+                            .read_input_registers(read.start(), read.count())
                             .await
                             .map(|r| r.is_ok()),
                         Table::Holding => ctx
-                            .read_holding_registers(read.start, read.count)
+                            .read_holding_registers(read.start(), read.count())
                             .await
                             .map(|r| r.is_ok()),
                         Table::Coil => ctx
-                            .read_coils(read.start, read.count)
+                            .read_coils(read.start(), read.count())
                             .await
                             .map(|r| r.is_ok()),
                     };

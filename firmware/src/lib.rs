@@ -24,6 +24,7 @@ pub mod node;
 pub mod registers;
 pub mod seal;
 pub mod settings;
+pub mod test_vectors;
 pub mod time;
 
 pub use node::{DeviceIdentity, InputSample, PduAnswer, SealEvent, SealNode};

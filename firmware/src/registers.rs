@@ -6,7 +6,7 @@
 //! Invariant: addresses never change meaning once released; new points are appended.
 
 /// A Modbus data table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
     /// Read/write single bits (function codes 01, 05, 0F).
     Coil,
@@ -16,6 +16,52 @@ pub enum Table {
     Holding,
     /// Read-only 16-bit registers (function code 04).
     Input,
+}
+
+impl Table {
+    /// Every table, in protocol order.
+    pub const ALL: [Table; 4] = [
+        Table::Coil,
+        Table::DiscreteInput,
+        Table::Holding,
+        Table::Input,
+    ];
+
+    /// Whether the table holds single bits.
+    pub const fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+
+    /// Most bits or registers one read may ask for (Modbus application protocol 6.1–6.4).
+    pub const fn max_read(self) -> u16 {
+        if self.is_bits() {
+            crate::modbus::MAX_READ_BITS
+        } else {
+            crate::modbus::MAX_READ_REGISTERS
+        }
+    }
+
+    /// The table's name in device profiles and messages: `coil`, `discrete_input`, `holding`,
+    /// `input`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::DiscreteInput => "discrete_input",
+            Table::Holding => "holding",
+            Table::Input => "input",
+        }
+    }
+
+    /// The table named `name` (as [`Table::name`] gives it).
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl core::fmt::Display for Table {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How the registers of a point are interpreted.

@@ -57,6 +57,25 @@ impl BaudRate {
         })
     }
 
+    /// Every rate, slowest first.
+    pub const ALL: [BaudRate; 8] = [
+        BaudRate::B1200,
+        BaudRate::B2400,
+        BaudRate::B4800,
+        BaudRate::B9600,
+        BaudRate::B19200,
+        BaudRate::B38400,
+        BaudRate::B57600,
+        BaudRate::B115200,
+    ];
+
+    /// The rate of `bps` bits per second, if it is one of these.
+    pub fn from_bits_per_second(bps: u32) -> Option<Self> {
+        BaudRate::ALL
+            .into_iter()
+            .find(|b| b.bits_per_second() == bps)
+    }
+
     /// Bits per second.
     pub const fn bits_per_second(self) -> u32 {
         match self {
@@ -74,6 +93,12 @@ impl BaudRate {
     /// The register value (baud / 100).
     pub const fn hundreds(self) -> u16 {
         (self.bits_per_second() / 100) as u16
+    }
+}
+
+impl fmt::Display for BaudRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.bits_per_second(), f)
     }
 }
 
@@ -99,6 +124,15 @@ impl Parity {
         })
     }
 
+    /// The parity's name in configuration files and messages: `none`, `odd`, `even`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Parity::None => "none",
+            Parity::Odd => "odd",
+            Parity::Even => "even",
+        }
+    }
+
     /// The register value.
     pub const fn register(self) -> u16 {
         match self {
@@ -106,6 +140,12 @@ impl Parity {
             Parity::Odd => 1,
             Parity::Even => 2,
         }
+    }
+}
+
+impl fmt::Display for Parity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

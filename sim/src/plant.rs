@@ -554,3 +554,13 @@ impl Plant {
             .ok_or(exception::ILLEGAL_DATA_ADDRESS)
     }
 }
+
+/// The plant, shared by the clock and every endpoint.
+pub(crate) type SharedPlant = std::sync::Arc<std::sync::Mutex<Plant>>;
+
+/// Locks the plant (a panic elsewhere does not make the model unusable).
+pub(crate) fn lock(plant: &SharedPlant) -> std::sync::MutexGuard<'_, Plant> {
+    plant
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -33,13 +33,13 @@ async fn read_first_block(reply_delay: Duration) -> (Vec<u16>, Duration) {
     let mut ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(device.unit.get()));
     let started = Instant::now();
     let words = ctx
-        .read_input_registers(read.start, read.count)
+        .read_input_registers(read.start(), read.count())
         .await
         .expect("transport")
         .expect("no exception");
     let took = started.elapsed();
     sim.stop();
-    assert_eq!(words.len(), usize::from(read.count));
+    assert_eq!(words.len(), usize::from(read.count()));
     (words, took)
 }
 

@@ -329,10 +329,7 @@ pub(crate) fn wait_for_reading(
     point: &str,
     since: i64,
     what: &str,
-    test: impl Fn(
-        &sealwatch_agent::poll::reading::Outcome,
-        sealwatch_agent::poll::reading::Flag,
-    ) -> bool,
+    test: impl Fn(&sealwatch_agent::model::Outcome, sealwatch_agent::model::Flag) -> bool,
 ) {
     wait_until(Duration::from_secs(20), &format!("{point}: {what}"), || {
         if let Some(status) = agent.try_exit() {

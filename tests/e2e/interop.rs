@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
+use sealwatch_agent::model::{Fault, Flag, Outcome};
 
 use crate::harness::{python, start_agent, stored, wait_until, workspace, Proc};
 
@@ -79,7 +79,13 @@ address = 4
         || {
             stored(&db, "refusing/u16")
                 .iter()
-                .any(|r| r.outcome == Outcome::Exception(4) && r.flag == Flag::D)
+                .any(|r| {
+                    r.outcome
+                        == Outcome::Exception(
+                            sealwatch_firmware::modbus::ExceptionCode::ServerDeviceFailure,
+                        )
+                        && r.flag == Flag::D
+                })
                 .then_some(())
         },
     );

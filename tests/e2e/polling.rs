@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
+use sealwatch_agent::model::{Fault, Flag, Outcome};
 
 use crate::harness::{
     now_ms, small_site, start_agent, stored, stored_points, wait_for_reading, wait_until, Sim,

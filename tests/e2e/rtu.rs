@@ -5,7 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sealwatch_agent::poll::reading::{Fault, Flag, Outcome};
+use sealwatch_agent::model::{Fault, Flag, Outcome};
 
 use crate::harness::{
     ensure_key, now_ms, python, start_agent, stored, wait_for_reading, wait_until, workspace, Proc,
@@ -271,7 +271,7 @@ fn rtu_corrupt_crcs_and_late_replies_are_counted_and_never_taken_for_another_nod
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (b2, b3) = (run.health("b2-node"), run.health("b3-node"));
-        if b2["bad_frames"].as_u64() >= Some(3) && b3["crc_errors"].as_u64() >= Some(3) {
+        if b2["late_replies"].as_u64() >= Some(3) && b3["crc_errors"].as_u64() >= Some(3) {
             break;
         }
         seen = format!("{b2}\n{b3}");
@@ -438,7 +438,13 @@ fn rtu_the_agent_reads_exactly_what_a_pymodbus_rtu_server_serves() {
         || {
             stored(&db, "refusing/u16")
                 .iter()
-                .any(|r| r.outcome == Outcome::Exception(4) && r.flag == Flag::D)
+                .any(|r| {
+                    r.outcome
+                        == Outcome::Exception(
+                            sealwatch_firmware::modbus::ExceptionCode::ServerDeviceFailure,
+                        )
+                        && r.flag == Flag::D
+                })
                 .then_some(())
         },
     );

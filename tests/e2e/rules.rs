@@ -5,8 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sealwatch_agent::config;
-use sealwatch_agent::poll::reading::Reading;
-use sealwatch_agent::poll::PointTable;
+use sealwatch_agent::model::Reading;
 use sealwatch_agent::replay::to_json_line;
 use sealwatch_agent::store::Store;
 
@@ -66,14 +65,14 @@ fn a_breach_in_the_plant_is_judged_live_and_the_same_by_replay() {
 
     // Export what the agent stored and replay it.
     let cfg = config::load(&config_path).unwrap();
-    let points = PointTable::new(&cfg);
+    let points = cfg.point_table();
     let store = Store::open_read_only(&db).unwrap();
     let mut all: Vec<Reading> = Vec::new();
     for (i, p) in points.points.iter().enumerate() {
         for s in store.readings(&p.key, i64::MIN, i64::MAX).unwrap() {
             all.push(Reading {
                 at_ms: s.at_ms,
-                point: sealwatch_agent::poll::reading::PointId(i as u32),
+                point: sealwatch_agent::model::PointId(i as u32),
                 outcome: s.outcome,
                 flag: s.flag,
             });
@@ -196,8 +195,8 @@ fn a_broken_level_loop_and_span_gas_are_on_the_record_as_unknown_and_calibration
         .iter()
         .zip(stored(&db, "f1-b1-node/level_fault"))
         .any(|(gate, fault)| {
-            gate.outcome == sealwatch_agent::poll::reading::Outcome::Value(1.0)
-                && fault.outcome == sealwatch_agent::poll::reading::Outcome::Value(1.0)
+            gate.outcome == sealwatch_agent::model::Outcome::Value(1.0)
+                && fault.outcome == sealwatch_agent::model::Outcome::Value(1.0)
         });
     // A person opens and closes a maintenance window on F1/B2 with the CLI.
     let url = status_url(&mut agent);
@@ -296,6 +295,6 @@ fn a_broken_level_loop_and_span_gas_are_on_the_record_as_unknown_and_calibration
     // Stored values during the calibration carry C.
     assert!(stored(&db, "f1-nmhc/nmhc")
         .iter()
-        .any(|r| r.flag == sealwatch_agent::poll::reading::Flag::C));
+        .any(|r| r.flag == sealwatch_agent::model::Flag::C));
     let _ = &mut sim;
 }

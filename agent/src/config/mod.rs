@@ -91,30 +91,9 @@ impl Issues<'_> {
     }
 }
 
-/// A Modbus unit id, 1–247 (0 is broadcast, 248–255 reserved).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UnitId(u8);
-
-impl UnitId {
-    /// The unit id, if `value` is 1–247.
-    pub fn new(value: i64) -> Option<Self> {
-        u8::try_from(value)
-            .ok()
-            .filter(|v| (1..=247).contains(v))
-            .map(UnitId)
-    }
-
-    /// The raw id.
-    pub fn get(self) -> u8 {
-        self.0
-    }
-}
-
-impl fmt::Display for UnitId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::modbus::{DataBits, SerialSettings, StopBits};
+pub use sealwatch_firmware::modbus::UnitId;
+pub use sealwatch_firmware::{BaudRate, Parity};
 
 /// Permit class of the plant (排污许可管理类别).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,32 +136,6 @@ pub struct StoreSettings {
     pub compact_interval: Duration,
 }
 
-/// Serial line settings of an RTU bus.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SerialSettings {
-    /// Device path.
-    pub port: String,
-    /// Baud rate.
-    pub baud: u32,
-    /// Parity.
-    pub parity: Parity,
-    /// 7 or 8.
-    pub data_bits: u8,
-    /// 1 or 2.
-    pub stop_bits: u8,
-}
-
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    /// No parity bit.
-    None,
-    /// Even parity.
-    Even,
-    /// Odd parity.
-    Odd,
-}
-
 /// How a bus is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
@@ -210,6 +163,8 @@ pub struct BusConfig {
     pub degrade_after: u32,
     /// How often a degraded device is probed.
     pub probe_interval: Duration,
+    /// RTU: how long a unit is not asked after it timed out (its late reply may still come).
+    pub quiet_after_timeout: Duration,
 }
 
 /// `[[devices]]`, validated.
@@ -297,6 +252,26 @@ pub struct SiteConfig {
     pub audit_uplink: Option<AuditUplinkConfig>,
     /// HJ 212 platform uplinks.
     pub hj212_uplinks: Vec<Hj212UplinkConfig>,
+}
+
+impl SiteConfig {
+    /// The numbering of the site's points: devices in config order, points in profile order.
+    pub fn point_table(&self) -> crate::model::PointTable {
+        let mut table = crate::model::PointTable::default();
+        for device in &self.devices {
+            table.push_device(
+                &device.name,
+                device.profile.points.iter().map(|p| {
+                    (
+                        p.name.as_str(),
+                        p.unit.as_deref(),
+                        (p.range_min, p.range_max),
+                    )
+                }),
+            );
+        }
+        table
+    }
 }
 
 /// `[evidence]`, validated.
@@ -806,7 +781,7 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 usize::MAX
             }
         };
-        let unit = match UnitId::new(d.unit_id) {
+        let unit = match u8::try_from(d.unit_id).ok().and_then(UnitId::new) {
             Some(unit) => {
                 if bus != usize::MAX {
                     if let Some(other) = units.insert((bus, unit.get()), d.name.clone()) {
@@ -829,7 +804,7 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                         d.unit_id
                     ),
                 );
-                UnitId(1)
+                UnitId::FIRST
             }
         };
         let timeout = d.timeout_ms.map(|_| {
@@ -1288,6 +1263,15 @@ fn validate_bus(path: &KeyPath, raw: RawBus, issues: &mut Issues<'_>) -> BusConf
         3_600_000,
         "ms",
     );
+    let quiet_after_timeout = ranged(
+        issues,
+        &path.key("quiet_after_timeout_ms"),
+        raw.quiet_after_timeout_ms,
+        crate::modbus::QUIET_AFTER_TIMEOUT_DEFAULT.as_millis() as i64,
+        0,
+        60_000,
+        "ms",
+    );
     let misplaced = |issues: &mut Issues<'_>, key: &str, present: bool, kind: &str| {
         if present {
             issues.push(
@@ -1303,6 +1287,12 @@ fn validate_bus(path: &KeyPath, raw: RawBus, issues: &mut Issues<'_>) -> BusConf
             misplaced(issues, "parity", raw.parity.is_some(), "tcp");
             misplaced(issues, "data_bits", raw.data_bits.is_some(), "tcp");
             misplaced(issues, "stop_bits", raw.stop_bits.is_some(), "tcp");
+            misplaced(
+                issues,
+                "quiet_after_timeout_ms",
+                raw.quiet_after_timeout_ms.is_some(),
+                "tcp",
+            );
             let address = raw.address.unwrap_or_default();
             let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
                 !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
@@ -1324,15 +1314,25 @@ fn validate_bus(path: &KeyPath, raw: RawBus, issues: &mut Issues<'_>) -> BusConf
                     "an rtu bus needs port = \"/dev/ttyUSB0\" (the serial device)",
                 );
             }
-            let baud = ranged(
-                issues,
-                &path.key("baud"),
-                raw.baud,
-                9600,
-                1200,
-                115_200,
-                "baud",
-            );
+            let baud = match raw.baud {
+                None => BaudRate::B9600,
+                Some(bps) => match u32::try_from(bps)
+                    .ok()
+                    .and_then(BaudRate::from_bits_per_second)
+                {
+                    Some(baud) => baud,
+                    None => {
+                        issues.push(
+                            path.key("baud"),
+                            format!(
+                                "baud {bps} is not a line speed a serial adapter offers; expected one of {}",
+                                BaudRate::ALL.map(|b| b.to_string()).join(", ")
+                            ),
+                        );
+                        BaudRate::B9600
+                    }
+                },
+            };
             let parity = match raw.parity.as_deref().unwrap_or("none") {
                 "none" => Parity::None,
                 "even" => Parity::Even,
@@ -1345,30 +1345,34 @@ fn validate_bus(path: &KeyPath, raw: RawBus, issues: &mut Issues<'_>) -> BusConf
                     Parity::None
                 }
             };
-            let data_bits = ranged(
-                issues,
-                &path.key("data_bits"),
-                raw.data_bits,
-                8,
-                7,
-                8,
-                "bits",
-            );
-            let stop_bits = ranged(
-                issues,
-                &path.key("stop_bits"),
-                raw.stop_bits,
-                1,
-                1,
-                2,
-                "bits",
-            );
+            let data_bits = match raw.data_bits.unwrap_or(8) {
+                7 => DataBits::Seven,
+                8 => DataBits::Eight,
+                other => {
+                    issues.push(
+                        path.key("data_bits"),
+                        format!("data_bits {other} is not 7 or 8"),
+                    );
+                    DataBits::Eight
+                }
+            };
+            let stop_bits = match raw.stop_bits.unwrap_or(1) {
+                1 => StopBits::One,
+                2 => StopBits::Two,
+                other => {
+                    issues.push(
+                        path.key("stop_bits"),
+                        format!("stop_bits {other} is not 1 or 2"),
+                    );
+                    StopBits::One
+                }
+            };
             Transport::Rtu(SerialSettings {
                 port,
-                baud: baud as u32,
+                baud,
                 parity,
-                data_bits: data_bits as u8,
-                stop_bits: stop_bits as u8,
+                data_bits,
+                stop_bits,
             })
         }
         other => {
@@ -1388,6 +1392,7 @@ fn validate_bus(path: &KeyPath, raw: RawBus, issues: &mut Issues<'_>) -> BusConf
         max_gap: max_gap as u16,
         degrade_after: degrade_after as u32,
         probe_interval: Duration::from_millis(probe as u64),
+        quiet_after_timeout: Duration::from_millis(quiet_after_timeout as u64),
     }
 }
 

@@ -5,67 +5,17 @@
 //! seal node exposes. Validated profiles guarantee: point names unique, every point inside the
 //! 16-bit address space, no two points of a table overlapping, types fit their table.
 
-use std::fmt;
-
 use sealwatch_firmware::registers::{self as fw, SEAL_NODE_POINTS, SEAL_NODE_POINTS_APPENDED};
 
 use super::raw::{RawPoint, RawProfile};
 use super::source::KeyPath;
 use super::Issues;
-use crate::poll::reading::{InstrumentState, SensorPart};
+use crate::model::{InstrumentState, SensorPart};
 
 /// Name of the built-in seal-node profile.
 pub const SEAL_NODE_PROFILE: &str = "seal-node";
 
-/// A Modbus data table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Table {
-    /// Coils, function code 01.
-    Coil,
-    /// Discrete inputs, function code 02.
-    DiscreteInput,
-    /// Holding registers, function code 03.
-    Holding,
-    /// Input registers, function code 04.
-    Input,
-}
-
-impl Table {
-    /// Whether the table holds single bits.
-    pub fn is_bits(self) -> bool {
-        matches!(self, Table::Coil | Table::DiscreteInput)
-    }
-
-    /// Most bits or registers one request may read (Modbus application protocol, 6.1–6.4).
-    pub fn max_read(self) -> u16 {
-        if self.is_bits() {
-            2000
-        } else {
-            125
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "coil" => Table::Coil,
-            "discrete_input" => Table::DiscreteInput,
-            "holding" => Table::Holding,
-            "input" => Table::Input,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Table {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Table::Coil => "coil",
-            Table::DiscreteInput => "discrete_input",
-            Table::Holding => "holding",
-            Table::Input => "input",
-        })
-    }
-}
+pub use sealwatch_firmware::registers::Table;
 
 /// How the registers of a point are interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,16 +229,11 @@ impl Profile {
             .chain(
                 SEAL_NODE_POINTS_APPENDED
                     .iter()
-                    .filter(|p| p.table == fw::Table::Input),
+                    .filter(|p| p.table == Table::Input),
             )
             .map(|spec| PointDef {
                 name: spec.name.to_owned(),
-                table: match spec.table {
-                    fw::Table::Coil => Table::Coil,
-                    fw::Table::DiscreteInput => Table::DiscreteInput,
-                    fw::Table::Holding => Table::Holding,
-                    fw::Table::Input => Table::Input,
-                },
+                table: spec.table,
                 address: spec.address,
                 value_type: match spec.kind {
                     fw::Kind::Bool => ValueType::Bool,
@@ -411,7 +356,7 @@ pub(super) fn validate_profile(name: &str, raw: RawProfile, issues: &mut Issues<
 }
 
 fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Option<PointDef> {
-    let table = Table::parse(&raw.table);
+    let table = Table::from_name(&raw.table);
     if table.is_none() {
         issues.push(
             path.key("table"),

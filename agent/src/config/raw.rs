@@ -234,6 +234,9 @@ pub struct RawBus {
     pub degrade_after: Option<i64>,
     /// A degraded device is probed again after this long, ms (100–3600000). Default 30000.
     pub probe_interval_ms: Option<i64>,
+    /// rtu: after a unit timed out, it is not asked again for this long, ms (0–60000), so that
+    /// its late reply cannot be taken for the next answer. Default 1000.
+    pub quiet_after_timeout_ms: Option<i64>,
 }
 
 /// `[[devices]]`

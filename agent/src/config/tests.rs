@@ -309,7 +309,7 @@ fn rtu_settings_are_validated() {
         &site.config_path(),
         line_of(&text, "baud = 9601000", 0),
         "buses[1].baud",
-        "1200–115200",
+        "expected one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200",
     );
     assert_issue(
         &issues[1],
@@ -513,7 +513,7 @@ fn a_key_managed_site_keeps_evidence_five_years() {
 #[test]
 fn the_seal_node_profile_reads_the_level_and_its_fault_indicators_and_the_rules_use_both() {
     use super::profile::{FaultIndicator, Profile};
-    use crate::poll::reading::SensorPart;
+    use crate::model::SensorPart;
     let node = Profile::seal_node();
     assert!(node.point("level_mm").is_some());
     assert_eq!(
@@ -525,7 +525,7 @@ fn the_seal_node_profile_reads_the_level_and_its_fault_indicators_and_the_rules_
         Some(FaultIndicator::Bits(bits)) if bits.iter().any(|b| b.part == SensorPart::Level)
     ));
     let config = load(&Site::new(GOOD, ANALYZER).config_path()).unwrap();
-    let points = crate::poll::PointTable::new(&config);
+    let points = config.point_table();
     let rules = crate::rules::RulesConfig::new(&config, &points);
     let role_of = |name: &str| {
         let id = points.by_key(&format!("f1-b1/{name}")).unwrap();

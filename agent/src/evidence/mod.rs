@@ -36,6 +36,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::canonical_json;
+
 /// The hash a chain starts from.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -108,24 +110,6 @@ impl Head {
         seq: 0,
         hash: GENESIS,
     };
-}
-
-/// Writes `value` as canonical JSON (sorted keys, compact, non-integers as 3-decimal strings).
-pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn canon(v: &serde_json::Value) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
-            Value::Number(n) => Value::String(format!("{:.3}", n.as_f64().unwrap_or(0.0))),
-            Value::Array(items) => Value::Array(items.iter().map(canon).collect()),
-            // serde_json's map without `preserve_order` is a BTreeMap: keys come out sorted.
-            Value::Object(map) => {
-                Value::Object(map.iter().map(|(k, v)| (k.clone(), canon(v))).collect())
-            }
-            other => other.clone(),
-        }
-    }
-    serde_json::to_string(&canon(value)).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// The canonical bytes of a record (see the module docs).

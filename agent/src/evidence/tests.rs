@@ -4,6 +4,7 @@ use ed25519_dalek::SigningKey;
 
 use super::verify::{check_chain, ChainError};
 use super::*;
+use crate::model::canonical_json;
 
 fn key() -> SigningKey {
     SigningKey::from_bytes(&[7; 32])

@@ -1,67 +1,73 @@
-//! Polling field devices: request plans, decoding, and one task per bus (Modbus TCP or RTU).
+//! Polling field devices: request plans, decoding, and one task per bus that runs its devices'
+//! schedule over the bus's Modbus link.
+//!
+//! ```text
+//! spawn_buses ──> schedule::BusPoller<L: Link> ──> crate::modbus::{TcpLink, RtuLink}
+//!                     ├── plan (which reads cover a profile)
+//!                     └── decode (registers → engineering values)
+//! ```
 
-pub mod bus;
 pub mod decode;
 pub mod plan;
-pub mod reading;
-pub mod rtu;
+pub mod schedule;
 
-use crate::config::SiteConfig;
-use reading::PointId;
+use std::sync::Arc;
 
-/// Everything known about one point, by [`PointId`].
-#[derive(Debug, Clone)]
-pub struct PointInfo {
-    /// `device/point`, the stable key used in the database.
-    pub key: String,
-    /// Index of the device in the config.
-    pub device: usize,
-    /// Index of the point in the device's profile.
-    pub index: usize,
-    /// Engineering unit.
-    pub unit: Option<String>,
-    /// Measuring range (low, high), as the profile gives it.
-    pub range: (Option<f64>, Option<f64>),
-}
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// Numbering of all points of a site: devices in config order, points in profile order.
-#[derive(Debug, Clone, Default)]
-pub struct PointTable {
-    /// Points, indexed by `PointId`.
-    pub points: Vec<PointInfo>,
-    /// First point id of each device.
-    pub device_base: Vec<u32>,
-}
+use crate::config::{SiteConfig, Transport};
+use crate::modbus::{serial_link, TcpLink};
+use crate::model::{PointTable, Reading};
+use crate::state::PlantState;
+use schedule::{BusPoller, Scheduled};
 
-impl PointTable {
-    /// The point table of a site.
-    pub fn new(config: &SiteConfig) -> Self {
-        let mut table = PointTable::default();
-        for (d, device) in config.devices.iter().enumerate() {
-            table.device_base.push(table.points.len() as u32);
-            for (i, point) in device.profile.points.iter().enumerate() {
-                table.points.push(PointInfo {
-                    key: format!("{}/{}", device.name, point.name),
-                    device: d,
-                    index: i,
-                    unit: point.unit.clone(),
-                    range: (point.range_min, point.range_max),
-                });
-            }
-        }
-        table
-    }
-
-    /// Id of point `index` of device `device`.
-    pub fn id(&self, device: usize, index: usize) -> PointId {
-        PointId(self.device_base[device] + index as u32)
-    }
-
-    /// Id of the point with this key.
-    pub fn by_key(&self, key: &str) -> Option<PointId> {
-        self.points
+/// Runs every bus of `config` until `stop` is cancelled. Readings go to `out`.
+///
+/// Each bus watches its own child of `stop`: a token's state sits behind a mutex, and a bus
+/// behind schedule checks it once a poll, so one shared token would have every bus contend.
+pub fn spawn_buses(
+    config: &SiteConfig,
+    points: &Arc<PointTable>,
+    state: &PlantState,
+    out: &mpsc::Sender<Vec<Reading>>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (b, bus) in config.buses.iter().enumerate() {
+        let devices: Vec<Scheduled> = config
+            .devices
             .iter()
-            .position(|p| p.key == key)
-            .map(|i| PointId(i as u32))
+            .enumerate()
+            .filter(|(_, d)| d.bus == b)
+            .map(|(i, d)| {
+                Scheduled::new(
+                    i,
+                    &d.name,
+                    d.unit,
+                    d.profile.clone(),
+                    d.poll_interval,
+                    bus.max_gap,
+                )
+                .with_timeout(d.timeout)
+            })
+            .collect();
+        if devices.is_empty() {
+            continue;
+        }
+        let task = match &bus.transport {
+            Transport::Tcp { address } => {
+                let link = TcpLink::new(address);
+                let poller = BusPoller::new(bus.clone(), link, devices, points, state, out);
+                tokio::spawn(poller.run(stop.child_token()))
+            }
+            Transport::Rtu(serial) => {
+                let link = serial_link(serial, bus.quiet_after_timeout);
+                let poller = BusPoller::new(bus.clone(), link, devices, points, state, out);
+                tokio::spawn(poller.run(stop.child_token()))
+            }
+        };
+        tasks.push(task);
     }
+    tasks
 }

@@ -7,22 +7,61 @@
 //! holds registers they do not define) are polled with [`split_per_point`] instead. Plans are a
 //! pure, deterministic function of the points and `max_gap`.
 
-use crate::config::profile::{PointDef, Table};
+use sealwatch_firmware::modbus::{AddressRange, RangeError, Request};
+use sealwatch_firmware::registers::Table;
+
+use crate::config::profile::PointDef;
 
 /// One Modbus read request and the points it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRequest {
     /// Table read.
     pub table: Table,
-    /// First address.
-    pub start: u16,
-    /// Registers or bits read.
-    pub count: u16,
+    /// Addresses read (within the table's per-request maximum).
+    pub range: AddressRange,
     /// Indices (into the profile's points) of the points inside, in address order.
     pub points: Vec<usize>,
 }
 
-/// Merges `points` into reads, as described in the module documentation.
+impl ReadRequest {
+    /// A read of `count` of `table` from `start` carrying `points`.
+    pub fn new(
+        table: Table,
+        start: u16,
+        count: u16,
+        points: Vec<usize>,
+    ) -> Result<ReadRequest, RangeError> {
+        Ok(ReadRequest {
+            table,
+            range: AddressRange::try_new(start, count, table.max_read())?,
+            points,
+        })
+    }
+
+    /// First address.
+    pub fn start(&self) -> u16 {
+        self.range.start()
+    }
+
+    /// Registers or bits read.
+    pub fn count(&self) -> u16 {
+        self.range.count()
+    }
+
+    /// The request on the wire.
+    pub fn request(&self) -> Request<'static> {
+        Request::read(self.table, self.range)
+    }
+}
+
+impl std::fmt::Display for ReadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}+{}", self.table, self.start(), self.count())
+    }
+}
+
+/// Merges `points` into reads, as described in the module documentation. A point whose
+/// registers run past address 65535 (profile validation refuses such points) is left out.
 pub fn plan_reads(points: &[PointDef], max_gap: u16) -> Vec<ReadRequest> {
     let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by_key(|&i| (points[i].table, points[i].address, i));
@@ -30,24 +69,21 @@ pub fn plan_reads(points: &[PointDef], max_gap: u16) -> Vec<ReadRequest> {
     for i in order {
         let p = &points[i];
         if let Some(last) = reads.last_mut() {
-            let end = u32::from(last.start) + u32::from(last.count);
+            let end = u32::from(last.start()) + u32::from(last.count());
             let new_end = end.max(p.end());
             let gap = u32::from(p.address).saturating_sub(end);
-            if last.table == p.table
-                && gap <= u32::from(max_gap)
-                && new_end - u32::from(last.start) <= u32::from(p.table.max_read())
-            {
-                last.count = (new_end - u32::from(last.start)) as u16;
-                last.points.push(i);
-                continue;
+            if last.table == p.table && gap <= u32::from(max_gap) {
+                let count = u16::try_from(new_end - u32::from(last.start())).unwrap_or(u16::MAX);
+                if let Ok(range) = AddressRange::try_new(last.start(), count, p.table.max_read()) {
+                    last.range = range;
+                    last.points.push(i);
+                    continue;
+                }
             }
         }
-        reads.push(ReadRequest {
-            table: p.table,
-            start: p.address,
-            count: p.width(),
-            points: vec![i],
-        });
+        if let Ok(read) = ReadRequest::new(p.table, p.address, p.width(), vec![i]) {
+            reads.push(read);
+        }
     }
     reads
 }
@@ -59,11 +95,14 @@ pub fn split_per_point(points: &[PointDef]) -> Vec<ReadRequest> {
         .flat_map(|read| {
             read.points
                 .into_iter()
-                .map(|i| ReadRequest {
-                    table: points[i].table,
-                    start: points[i].address,
-                    count: points[i].width(),
-                    points: vec![i],
+                .filter_map(|i| {
+                    ReadRequest::new(
+                        points[i].table,
+                        points[i].address,
+                        points[i].width(),
+                        vec![i],
+                    )
+                    .ok()
                 })
                 .collect::<Vec<_>>()
         })
@@ -74,6 +113,10 @@ pub fn split_per_point(points: &[PointDef]) -> Vec<ReadRequest> {
 mod tests {
     use super::*;
     use crate::config::profile::{ValueType, WordOrder};
+
+    fn read(table: Table, start: u16, count: u16, points: Vec<usize>) -> ReadRequest {
+        ReadRequest::new(table, start, count, points).unwrap()
+    }
     use proptest::prelude::*;
 
     fn point(table: Table, address: u16, value_type: ValueType) -> PointDef {
@@ -105,24 +148,9 @@ mod tests {
         assert_eq!(
             plan,
             vec![
-                ReadRequest {
-                    table: Table::Holding,
-                    start: 0,
-                    count: 5,
-                    points: vec![0, 1]
-                },
-                ReadRequest {
-                    table: Table::Holding,
-                    start: 10,
-                    count: 1,
-                    points: vec![2]
-                },
-                ReadRequest {
-                    table: Table::Input,
-                    start: 0,
-                    count: 1,
-                    points: vec![3]
-                },
+                read(Table::Holding, 0, 5, vec![0, 1]),
+                read(Table::Holding, 10, 1, vec![2]),
+                read(Table::Input, 0, 1, vec![3]),
             ]
         );
         assert_eq!(split_per_point(&points).len(), 4);
@@ -135,7 +163,7 @@ mod tests {
             .collect();
         let plan = plan_reads(&points, 8);
         assert_eq!(
-            plan.iter().map(|r| r.count).collect::<Vec<_>>(),
+            plan.iter().map(|r| r.count()).collect::<Vec<_>>(),
             vec![125, 75]
         );
     }
@@ -188,18 +216,18 @@ mod tests {
             let plan = plan_reads(&points, max_gap);
             let mut covered = vec![0usize; points.len()];
             for read in &plan {
-                prop_assert!(read.count >= 1 && read.count <= read.table.max_read());
-                let read_end = u32::from(read.start) + u32::from(read.count);
+                prop_assert!(read.count() >= 1 && read.count() <= read.table.max_read());
+                let read_end = u32::from(read.start()) + u32::from(read.count());
                 prop_assert!(!read.points.is_empty());
                 // Starts at its first point, ends at its last point's end: no wasted edges.
-                prop_assert_eq!(read.start, points[read.points[0]].address);
+                prop_assert_eq!(read.start(), points[read.points[0]].address);
                 prop_assert_eq!(read_end, read.points.iter().map(|&i| points[i].end()).max().unwrap());
                 let mut prev_end: Option<u32> = None;
                 for &i in &read.points {
                     let p = &points[i];
                     covered[i] += 1;
                     prop_assert_eq!(p.table, read.table);
-                    prop_assert!(p.address >= read.start && p.end() <= read_end);
+                    prop_assert!(p.address >= read.start() && p.end() <= read_end);
                     if let Some(prev) = prev_end {
                         prop_assert!(u32::from(p.address).saturating_sub(prev) <= u32::from(max_gap));
                     }
@@ -222,8 +250,8 @@ mod tests {
                 r
             }).collect();
             prop_assert_eq!(&a, &plan_reads(&points, max_gap));
-            prop_assert_eq!(a.iter().map(|r| (r.table, r.start, r.count)).collect::<Vec<_>>(),
-                            b_mapped.iter().map(|r| (r.table, r.start, r.count)).collect::<Vec<_>>());
+            prop_assert_eq!(a.iter().map(|r| (r.table, r.start(), r.count())).collect::<Vec<_>>(),
+                            b_mapped.iter().map(|r| (r.table, r.start(), r.count())).collect::<Vec<_>>());
         }
     }
 }

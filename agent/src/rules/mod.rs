@@ -31,9 +31,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::profile::{FaultIndicator, StatusMap};
 use crate::config::SiteConfig;
-pub use crate::poll::reading::InstrumentState;
-use crate::poll::reading::{Flag, Reading};
-use crate::poll::PointTable;
+pub use crate::model::InstrumentState;
+use crate::model::PointTable;
+use crate::model::{Flag, Reading};
 pub use output::{BinSummary, CycleOutcome, FlagCounts, Output, PollutantValue};
 use seal::BinTracker;
 use voc::AnalyzerTracker;
@@ -524,7 +524,7 @@ impl RulesConfig {
     pub fn version(&self) -> String {
         let text = format!(
             "sealwatch-rules-v2\n{}",
-            crate::evidence::canonical_json(&self.values_in_force())
+            crate::model::canonical_json(&self.values_in_force())
         );
         let digest = Sha256::digest(text.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -1135,9 +1135,9 @@ fn bin_flag(tracker: &BinTracker, signal: Signal, flag: Flag, at: i64) -> Flag {
         return w.kind.flag();
     }
     let part = match signal {
-        Signal::LidClosed | Signal::LidOpen => crate::poll::reading::SensorPart::Lid,
-        Signal::GateOpen => crate::poll::reading::SensorPart::Gate,
-        Signal::LevelMm => crate::poll::reading::SensorPart::Level,
+        Signal::LidClosed | Signal::LidOpen => crate::model::SensorPart::Lid,
+        Signal::GateOpen => crate::model::SensorPart::Gate,
+        Signal::LevelMm => crate::model::SensorPart::Level,
     };
     if tracker.faulted(part) {
         Flag::D

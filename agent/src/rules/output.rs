@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{InstrumentState, SealState, Signature, WindowKind};
-use crate::poll::reading::Flag;
+use crate::model::Flag;
 
 /// Count of values by HJ 212 flag, in the order N F M S D C T B.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

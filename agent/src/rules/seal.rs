@@ -22,7 +22,7 @@ use super::{
     BinRules, FlagCounts, Hours, LatchField, Output, RuleSettings, SealState, Signal, Signature,
 };
 use crate::config::profile::FaultIndicator;
-use crate::poll::reading::{Flag, Reading, SensorPart};
+use crate::model::{Flag, Reading, SensorPart};
 
 /// The latest reading of one input.
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::poll::reading::{Fault, Outcome, PointId};
+use crate::model::{Fault, Outcome, PointId};
+use sealwatch_firmware::modbus::ExceptionCode;
 
 /// 2026-01-01T00:00:00Z = 08:00 in Asia/Shanghai: a local hour boundary.
 const T0: i64 = 1_767_225_600_000;
@@ -424,7 +425,12 @@ fn a_minute_needs_75_percent_normal_samples() {
         let t = T0 + k * 5 * S;
         let bad = (9..12).contains(&k) || (20..24).contains(&k);
         let r = if bad {
-            Reading::new(t, PointId(4), Outcome::Exception(4), (None, None))
+            Reading::new(
+                t,
+                PointId(4),
+                Outcome::Exception(ExceptionCode::ServerDeviceFailure),
+                (None, None),
+            )
         } else {
             value(t, 4, 2.0 + k as f64)
         };
@@ -835,7 +841,7 @@ fn methane_and_thc_are_aggregated_with_nmhc_in_the_same_minute_and_hour() {
 // ---- truthful judgements: faults, plausibility, states, windows, saturation, clocks ---------
 
 use crate::config::profile::{FaultBit, FaultIndicator, StatusMap};
-use crate::poll::reading::{InstrumentState, SensorPart};
+use crate::model::{InstrumentState, SensorPart};
 
 /// `config()` plus the seal node's `level_fault` (5), `lid_fault` (6) and `fault_bits` (7), and
 /// the analyzer's `status` register (8, the shipped mapping).

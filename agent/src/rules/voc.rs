@@ -26,7 +26,7 @@ use super::time::{day_start, is_february, minute_start, month_start, HourCalenda
 use super::windows::OpenWindow;
 use super::{AnalyzerRules, FlagCounts, Hours, Output, PollutantValue, SingleLimitOn};
 use crate::config::profile::StatusMap;
-use crate::poll::reading::{Flag, InstrumentState, Reading};
+use crate::model::{Flag, InstrumentState, Reading};
 
 /// Valid minutes a valid hour needs (HJ 76 annex B; also 75 % of 60).
 pub(super) const VALID_MINUTES_PER_HOUR: u32 = 45;

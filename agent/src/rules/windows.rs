@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::poll::reading::Flag;
+use crate::model::Flag;
 
 /// What a window is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

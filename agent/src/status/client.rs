@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::config::SiteConfig;
-use crate::poll::reading::{PointId, Reading};
-use crate::poll::PointTable;
+use crate::model::{PointId, Reading};
 use crate::rules::SealState;
 use crate::state::{DeviceHealth, PlantState};
 use crate::store::{Store, StoreError};
@@ -173,7 +172,7 @@ const DB_LOOKBACK_MS: i64 = 15 * 60_000;
 /// A status document built from the database alone (no agent running): the latest reading of
 /// each point in the last 15 minutes and the last judged state of each bin.
 pub fn view_from_database(config: &SiteConfig) -> Result<StatusView, ClientError> {
-    let points = PointTable::new(config);
+    let points = config.point_table();
     let store = Store::open_read_only(&config.store.path)?;
     let now = now_ms();
     let mut snap = PlantState::new(Vec::new(), points.points.len(), 0).snapshot();

@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::SiteConfig;
-use crate::poll::reading::{Flag, Outcome, Reading};
-use crate::poll::PointTable;
+use crate::model::PointTable;
+use crate::model::{Flag, Outcome, Reading};
 use crate::rules::{Output, SealState};
 use crate::state::{AuditHealth, DeviceHealth, PlantSnapshot, PlantState};
 use crate::store::StoreHealth;
@@ -339,7 +339,7 @@ fn point_view(reading: Option<Reading>) -> Option<PointView> {
     let r = reading?;
     let problem = match r.outcome {
         Outcome::Value(_) => None,
-        Outcome::Exception(code) => Some(format!("exception {code:02X}")),
+        Outcome::Exception(code) => Some(format!("exception {:02X}", code.code())),
         Outcome::Fault(fault) => Some(format!("{fault:?}")),
     };
     Some(PointView {

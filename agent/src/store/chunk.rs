@@ -16,7 +16,9 @@
 //! Steady polling of a steady value costs 2 bytes a reading (header and a one-byte jitter), an
 //! exact step costs 1. Decoding rejects anything malformed with an error; it never panics.
 
-use crate::poll::reading::{Fault, Flag, Outcome};
+use sealwatch_firmware::modbus::ExceptionCode;
+
+use crate::model::{Fault, Flag, Outcome};
 
 /// A reading as stored: time, outcome, flag.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,8 +31,8 @@ pub struct Sample {
     pub flag: Flag,
 }
 
-impl From<&crate::poll::reading::Reading> for Sample {
-    fn from(r: &crate::poll::reading::Reading) -> Sample {
+impl From<&crate::model::Reading> for Sample {
+    fn from(r: &crate::model::Reading) -> Sample {
         Sample {
             at_ms: r.at_ms,
             outcome: r.outcome,
@@ -134,7 +136,7 @@ pub fn encode_into(out: &mut Vec<u8>, samples: &[Sample]) {
             }
             Outcome::Exception(code) => {
                 header |= KIND_EXCEPTION;
-                tail[0] = code;
+                tail[0] = code.code();
                 tail_len = 1;
             }
             Outcome::Fault(f) => {
@@ -246,7 +248,9 @@ pub fn decode_into(
                 prev_bits ^= u64::from_be_bytes(bytes);
                 Outcome::Value(f64::from_bits(prev_bits))
             }
-            KIND_EXCEPTION => Outcome::Exception(cur.byte("exception code missing")?),
+            KIND_EXCEPTION => Outcome::Exception(ExceptionCode::from_code(
+                cur.byte("exception code missing")?,
+            )),
             _ => {
                 let code = cur.byte("fault code missing")?;
                 Outcome::Fault(fault_from_code(code).ok_or(ChunkError {
@@ -328,7 +332,7 @@ mod tests {
         prop_oneof![
             any::<f64>().prop_map(Outcome::Value),
             (0.0f64..3000.0).prop_map(|v| Outcome::Value(v.round())),
-            any::<u8>().prop_map(Outcome::Exception),
+            any::<u8>().prop_map(|c| Outcome::Exception(ExceptionCode::from_code(c))),
             (1u8..=5).prop_map(|c| Outcome::Fault(fault_from_code(c).unwrap())),
         ]
     }

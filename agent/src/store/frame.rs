@@ -244,7 +244,7 @@ pub fn point_samples(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poll::reading::{Flag, Outcome};
+    use crate::model::{Flag, Outcome};
     use proptest::prelude::*;
 
     fn sample(at_ms: i64, v: f64) -> Sample {

@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::poll::reading::Reading;
+use crate::model::Reading;
 use crate::rules::Output;
 use chunk::Sample;
 

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::poll::reading::{Fault, Flag, Outcome, PointId};
+use crate::model::{Fault, Flag, Outcome, PointId};
+use sealwatch_firmware::modbus::ExceptionCode;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -59,7 +60,7 @@ fn readings_survive_compaction_and_reopen() {
         let lid = if i == 50 {
             Outcome::Fault(Fault::Timeout)
         } else if i == 51 {
-            Outcome::Exception(2)
+            Outcome::Exception(ExceptionCode::IllegalDataAddress)
         } else {
             Outcome::Value((i % 2) as f64)
         };
@@ -82,7 +83,10 @@ fn readings_survive_compaction_and_reopen() {
     let lid = store.readings("a/lid", T0 + 50_000, T0 + 51_999).unwrap();
     assert_eq!(
         lid.iter().map(|s| s.outcome).collect::<Vec<_>>(),
-        vec![Outcome::Fault(Fault::Timeout), Outcome::Exception(2)]
+        vec![
+            Outcome::Fault(Fault::Timeout),
+            Outcome::Exception(ExceptionCode::IllegalDataAddress)
+        ]
     );
     assert_eq!(lid[0].flag, Flag::B);
     assert_eq!(lid[1].flag, Flag::D);
@@ -668,7 +672,10 @@ fn a_version_3_database_is_converted_to_blocks() {
         y.iter().map(|s| (s.at_ms, s.outcome)).collect::<Vec<_>>(),
         vec![
             (T0, Outcome::Value(5.5)),
-            (T0 + 1000, Outcome::Exception(2)),
+            (
+                T0 + 1000,
+                Outcome::Exception(ExceptionCode::IllegalDataAddress)
+            ),
             (T0 + 2000, Outcome::Fault(Fault::Timeout)),
         ]
     );

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use rusqlite::{params, Transaction};
+use sealwatch_firmware::modbus::ExceptionCode;
 
 use super::chunk::{self, fault_from_code, Sample};
 use super::{insert_blocks, sql_err, StoreError};
-use crate::poll::reading::{Flag, Outcome};
+use crate::model::{Flag, Outcome};
 
 /// Readings converted per batch of blocks (bounds the memory of an upgrade).
 const BATCH: usize = 1_000_000;
@@ -105,9 +106,11 @@ fn point_key(tx: &Transaction<'_>, id: i64) -> String {
 fn outcome_from_columns(value: Option<f64>, code: i64) -> Outcome {
     let decoded = match code >> 8 {
         0 => value.map(Outcome::Value),
-        1 => Some(Outcome::Exception((code & 0xFF) as u8)),
+        1 => Some(Outcome::Exception(ExceptionCode::from_code(
+            (code & 0xFF) as u8,
+        ))),
         2 => fault_from_code((code & 0xFF) as u8).map(Outcome::Fault),
         _ => None,
     };
-    decoded.unwrap_or(Outcome::Exception(0))
+    decoded.unwrap_or(Outcome::Exception(ExceptionCode::from_code(0)))
 }

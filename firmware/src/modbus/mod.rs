@@ -1,13 +1,15 @@
 //! Sans-I/O Modbus: CRC, RTU frame assembly, PDU codec and the slave dispatcher.
 //!
 //! Nothing here does I/O or reads a clock: bytes and [`Instant`](crate::time::Instant)s go in,
-//! frames and replies come out. The same code runs on the MCU, in the simulator (RTU on a pty and
-//! TCP, through [`slave::serve_pdu`]) and in the agent's poller (request encoding and response
-//! parsing with the `std` feature). Buffers are `heapless` and sized by the spec constants below;
+//! frames and replies come out. The same code runs on the MCU, in the simulator (every seal node,
+//! on RTU lines and behind Modbus TCP endpoints alike, is a [`SealNode`](crate::SealNode); TCP
+//! frames go through [`mbap`]) and in the agent's one Modbus client (request encoding, RTU and MBAP
+//! framing and response parsing, with the `std` feature). Buffers are `heapless` and sized by the spec constants below;
 //! no path that handles received bytes can panic.
 
 pub mod crc;
 pub mod frame;
+pub mod mbap;
 pub mod pdu;
 pub mod slave;
 
@@ -37,6 +39,7 @@ pub use frame::{
     decode_rtu, encode_rtu, encode_rtu_request, parse_rtu_response, Direction, Frame,
     FrameAssembler, FrameCounters, FrameError,
 };
+pub use mbap::{encode_mbap, split_mbap, MbapBuf, MbapError, MbapFrame, MAX_MBAP_LEN};
 pub use pdu::{
     encode_read_request, read_request, AddressRange, Bits, DeviceIdObjects, EncodeError,
     ExceptionCode, FunctionCode, RangeError, ReadDeviceIdCode, Request, Response, ResponseError,
@@ -53,6 +56,8 @@ impl UnitId {
     pub const MIN: u8 = 1;
     /// Highest assignable unit address.
     pub const MAX: u8 = 247;
+    /// Unit 1, the lowest.
+    pub const FIRST: UnitId = UnitId(1);
 
     /// `Some` if `id` is an assignable slave address (1–247).
     pub const fn new(id: u8) -> Option<UnitId> {
@@ -66,5 +71,11 @@ impl UnitId {
     /// The address as it goes on the wire.
     pub const fn get(self) -> u8 {
         self.0
+    }
+}
+
+impl core::fmt::Display for UnitId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
     }
 }

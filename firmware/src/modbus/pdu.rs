@@ -470,6 +470,17 @@ fn range(start: u16, count: u16, max: u16) -> Result<AddressRange, ExceptionCode
 }
 
 impl<'a> Request<'a> {
+    /// The read of `range` in `table` (a range made for the table's limit, see
+    /// [`Table::max_read`]).
+    pub const fn read(table: Table, range: AddressRange) -> Request<'static> {
+        match table {
+            Table::Coil => Request::ReadCoils(range),
+            Table::DiscreteInput => Request::ReadDiscreteInputs(range),
+            Table::Holding => Request::ReadHoldingRegisters(range),
+            Table::Input => Request::ReadInputRegisters(range),
+        }
+    }
+
     /// Parses a request PDU; an error is the exception the slave must answer with.
     pub fn parse(pdu: &'a [u8]) -> Result<Self, ExceptionCode> {
         let (&fc, data) = pdu.split_first().ok_or(ExceptionCode::IllegalFunction)?;
@@ -634,17 +645,11 @@ impl<'a> Request<'a> {
 
 /// The read request for `count` points of `table` from `start`.
 pub fn read_request(table: Table, start: u16, count: u16) -> Result<Request<'static>, RangeError> {
-    let max = match table {
-        Table::Coil | Table::DiscreteInput => MAX_READ_BITS,
-        Table::Holding | Table::Input => MAX_READ_REGISTERS,
-    };
-    let r = AddressRange::try_new(start, count, max)?;
-    Ok(match table {
-        Table::Coil => Request::ReadCoils(r),
-        Table::DiscreteInput => Request::ReadDiscreteInputs(r),
-        Table::Holding => Request::ReadHoldingRegisters(r),
-        Table::Input => Request::ReadInputRegisters(r),
-    })
+    let max = table.max_read();
+    Ok(Request::read(
+        table,
+        AddressRange::try_new(start, count, max)?,
+    ))
 }
 
 /// Encodes the PDU of a read request for `count` points of `table` from `start` into `out`.

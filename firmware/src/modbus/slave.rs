@@ -1,7 +1,8 @@
 //! The Modbus slave: turns a request PDU into a response PDU against a [`DataModel`].
 //!
-//! [`serve_pdu`] is the transport-free entry point (the simulator's Modbus TCP server uses it);
-//! [`RtuSlave`] adds RTU framing and addressing on top. Rules, as the spec has them:
+//! [`serve_pdu`] is the transport-free entry point (a [`SealNode`](crate::SealNode) behind the
+//! simulator's Modbus TCP endpoints reaches it through `SealNode::handle_pdu`); [`RtuSlave`] adds
+//! RTU framing and addressing on top. Rules, as the spec has them:
 //! - a function or diagnostics sub-function we do not implement answers exception 01; a quantity or
 //!   value out of range 03; an address outside the map 02; a failure while executing 04;
 //! - a broadcast (unit 0) applies writes (05, 06, 0F, 10) and is never answered; reads and

@@ -2,41 +2,18 @@
 //! a storage that loses power mid-write, and helpers that feed bytes with timestamps.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod golden;
+pub use sealwatch_firmware::test_vectors as golden;
 pub mod procs;
 
-use sealwatch_firmware::modbus::UnitId;
 use sealwatch_firmware::settings::{Slot, RECORD_LEN};
-use sealwatch_firmware::{
-    BaudRate, DeviceIdentity, InputSample, Instant, Parity, RamStorage, SealNode, Settings,
-    SettingsStorage,
-};
+use sealwatch_firmware::{DeviceIdentity, Instant, RamStorage, SealNode, SettingsStorage};
 
 use golden::Fixture;
 
 /// The golden node's unit.
-pub const UNIT: u8 = 17;
+pub const UNIT: u8 = golden::GOLDEN_UNIT;
 
-/// The settings of the golden node.
-pub fn golden_settings() -> Settings {
-    Settings {
-        unit_id: UnitId::new(UNIT).unwrap(),
-        baud: BaudRate::B19200,
-        parity: Parity::Even,
-        debounce_ms: 50,
-        level_span_mm: 5_000,
-        seal_level_min_mm: 1_000,
-        travel_time_ms: 8_000,
-    }
-}
-
-/// Lid closed, gate shut, 12 mA.
-pub const SEALED: InputSample = InputSample {
-    lid_closed: true,
-    lid_open: false,
-    gate_open: false,
-    level_ua: 12_000,
-};
+pub use golden::{golden_settings, SEALED};
 
 /// Settings storage that refuses every write (and, once `fail_reads`, every read).
 #[derive(Debug, Clone, Default)]
@@ -67,7 +44,7 @@ impl SettingsStorage for FailingStorage {
 pub fn node(fixture: Fixture) -> SealNode<FailingStorage> {
     let mut node = SealNode::commissioned(
         FailingStorage::default(),
-        DeviceIdentity::seal_node("SN-0001"),
+        DeviceIdentity::seal_node(golden::GOLDEN_SERIAL),
         golden_settings(),
     )
     .unwrap();
@@ -75,7 +52,7 @@ pub fn node(fixture: Fixture) -> SealNode<FailingStorage> {
         // Rebuild on the same records with writes failing from now on.
         let mut storage = node.release();
         storage.fail_writes = true;
-        node = SealNode::new(storage, DeviceIdentity::seal_node("SN-0001"));
+        node = SealNode::new(storage, DeviceIdentity::seal_node(golden::GOLDEN_SERIAL));
     }
     node.update_inputs(SEALED, Instant::from_millis(0));
     node.update_inputs(SEALED, Instant::from_millis(100));

@@ -32,7 +32,8 @@ use sha2::{Digest, Sha256};
 
 use super::sign::{fingerprint, fingerprint_matches, parse_public, public_hex};
 use super::verify::{check_chain_batched, ChainError};
-use super::{canonical_json, EvidenceRecord, Head};
+use super::{EvidenceRecord, Head};
+use crate::model::canonical_json;
 use derive::Derivation;
 
 /// The bundle format written and read.

@@ -42,9 +42,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::AuditUplinkConfig;
 use crate::evidence::EvidenceRecord;
-use crate::poll::bus::Backoff;
 use crate::state::PlantState;
 use crate::store::{SharedReader, Store, StoreError, StoreHandle};
 use delivery::{settle, ProtocolError, Status};

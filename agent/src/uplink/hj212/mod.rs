@@ -49,9 +49,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::Hj212UplinkConfig;
 use crate::evidence::Draft;
-use crate::poll::bus::Backoff;
 use crate::store::{SharedReader, Store, StoreError, StoreHandle};
 use codec::{cn, st, CodecError, Cp, Flags, Frame, FrameReader};
 
@@ -515,16 +515,12 @@ pub struct LiveValues {
     /// The agent's live state.
     pub state: crate::state::PlantState,
     /// Analyzer → `(pollutant code, point)`.
-    pub analyzers: Vec<(String, Vec<(&'static str, crate::poll::reading::PointId)>)>,
+    pub analyzers: Vec<(String, Vec<(&'static str, crate::model::PointId)>)>,
 }
 
 /// The CP of a real-time frame: DataTime (now, local), then `<code>-Rtd` and `<code>-Flag` of
 /// each pollutant with a latest reading (no value, only the flag, when the reading had none).
-pub fn realtime_cp(
-    readings: &[(&str, Option<crate::poll::reading::Reading>)],
-    now_ms: i64,
-    tz: Tz,
-) -> Cp {
+pub fn realtime_cp(readings: &[(&str, Option<crate::model::Reading>)], now_ms: i64, tz: Tz) -> Cp {
     let mut cp = Cp::new().with_item([("DataTime", codec::time_text(local(tz, now_ms)))]);
     for (code, reading) in readings {
         let Some(r) = reading else { continue };
@@ -592,7 +588,7 @@ impl Hj212Uplink {
             else {
                 continue;
             };
-            let readings: Vec<(&str, Option<crate::poll::reading::Reading>)> = points
+            let readings: Vec<(&str, Option<crate::model::Reading>)> = points
                 .iter()
                 .map(|(code, p)| (*code, snapshot.latest.get(p.0 as usize).copied().flatten()))
                 .collect();

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::codec::{self, Cp, Flags, Frame, FrameReader, VERSION_2017};
 use super::*;
-use crate::poll::reading::Flag;
+use crate::model::Flag;
 use crate::rules::{FlagCounts, Output};
 use crate::store::{spawn_writer, Limits, Store};
 
@@ -503,7 +503,7 @@ fn other_pollutants_travel_in_the_same_frame_after_nmhc() {
 
 #[test]
 fn a_realtime_cp_carries_rtd_and_flag_of_each_pollutant() {
-    use crate::poll::reading::{Fault, Outcome, PointId, Reading};
+    use crate::model::{Fault, Outcome, PointId, Reading};
     let nmhc = Reading::new(T0, PointId(0), Outcome::Value(1.2346), (None, None));
     let methane = Reading::new(T0, PointId(1), Outcome::Fault(Fault::Timeout), (None, None));
     let cp = realtime_cp(

@@ -8,6 +8,13 @@
 
 use std::fmt;
 
+use sealwatch_firmware::modbus::ExceptionCode;
+
+/// An exception as its code on the wire.
+fn exception_code<S: serde::Serializer>(code: &ExceptionCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(code.code())
+}
+
 /// Index of a point in the agent's point table (device order × profile order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct PointId(pub u32);
@@ -194,8 +201,8 @@ pub enum Fault {
 pub enum Outcome {
     /// The engineering value.
     Value(f64),
-    /// The device answered with this Modbus exception code.
-    Exception(u8),
+    /// The device answered with this Modbus exception.
+    Exception(#[serde(serialize_with = "exception_code")] ExceptionCode),
     /// No answer.
     Fault(Fault),
 }

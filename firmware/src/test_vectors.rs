@@ -3,7 +3,43 @@
 //! The node they are sent to is [`Fixture::Commissioned`] unless stated otherwise: unit 17, 19200
 //! 8E1, debounce 50 ms, span 5000 mm, seal minimum 1000 mm, travel 8000 ms, serial `SN-0001`, lid
 //! closed, gate shut, level 12 mA (settled: sealed).
-#![allow(dead_code, unreachable_pub)]
+//!
+//! They are part of the library (plain constants, nothing of them is linked unless used) so that
+//! every peer of the seal node can be checked against the same bytes: the firmware's own tests,
+//! the agent's Modbus client and the simulator's Modbus TCP endpoints. [`golden_settings`] and
+//! [`GOLDEN_SERIAL`] describe the node; [`SEALED`] is the input it is settled with.
+
+use crate::modbus::UnitId;
+use crate::{BaudRate, InputSample, Parity, Settings};
+
+/// The golden node's unit.
+pub const GOLDEN_UNIT: u8 = 17;
+/// The golden node's serial number.
+pub const GOLDEN_SERIAL: &str = "SN-0001";
+
+/// The settings of the golden node.
+pub const fn golden_settings() -> Settings {
+    Settings {
+        unit_id: match UnitId::new(GOLDEN_UNIT) {
+            Some(u) => u,
+            None => panic!("17 is a unit id"),
+        },
+        baud: BaudRate::B19200,
+        parity: Parity::Even,
+        debounce_ms: 50,
+        level_span_mm: 5_000,
+        seal_level_min_mm: 1_000,
+        travel_time_ms: 8_000,
+    }
+}
+
+/// Lid closed, gate shut, 12 mA: the input the golden node is settled with.
+pub const SEALED: InputSample = InputSample {
+    lid_closed: true,
+    lid_open: false,
+    gate_open: false,
+    level_ua: 12_000,
+};
 
 /// Which node a golden frame is sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,9 +53,13 @@ pub enum Fixture {
 /// A request and the reply it must get (`None`: no reply at all).
 #[derive(Debug, Clone, Copy)]
 pub struct Golden {
+    /// Name, for failure messages.
     pub name: &'static str,
+    /// The node it is sent to.
     pub fixture: Fixture,
+    /// The request ADU (RTU, CRC included).
     pub request: &'static [u8],
+    /// The reply ADU, if any.
     pub reply: Option<&'static [u8]>,
 }
 

@@ -1,10 +1,8 @@
 //! Serving the plant on serial lines: one pseudo-terminal per RTU bus of the site config.
 //!
-//! Every seal node on a line runs the firmware crate's real [`SealNode`] (its own frame
-//! assembler, register image, debounce and seal logic), fed the sensor signals of its bin by the
-//! plant model. Other devices (analyzers) answer from the plant's register image through the
-//! firmware's generic [`RtuSlave`]. Like on RS-485, every byte goes to every device on the line
-//! and only the addressed one answers.
+//! Every device on a line is a [`crate::nodes::Node`] (seal nodes run the firmware's `SealNode`,
+//! with its own frame assembler). Like on RS-485, every byte goes to every device on the line and
+//! only the addressed one answers.
 //!
 //! Line emulation (`--line-emulation`): a pty has no bit timing, so the sim makes it. A reply
 //! goes out only after the request's time on the wire (11 bits a character), t3.5 of silence and
@@ -22,25 +20,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sealwatch_agent::config::profile::Table;
-use sealwatch_agent::config::{Parity as LineParity, SiteConfig, Transport};
-use sealwatch_firmware::modbus::{
-    encode_rtu, Bits, DataModel, ExceptionCode, FrameAssembler, RtuSlave, UnitId, Words,
-};
-use sealwatch_firmware::{
-    BaudRate, DeviceIdentity, InputSample, Parity, RamStorage, SealNode, Settings,
-};
+use sealwatch_agent::config::{SiteConfig, Transport};
+use sealwatch_firmware::modbus::{encode_rtu, ExceptionCode, FrameAssembler};
+use sealwatch_firmware::BaudRate;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_serial::{SerialPort as _, SerialStream};
 
-use crate::plant::{Plant, Role};
-use crate::serve::{lock, SharedPlant};
-
-/// The frame-ending silence the simulated nodes use: a pty delivers requests in chunks with
-/// pauses far longer than t3.5, so nodes find frames by their length and resync at this gap.
-pub const PTY_FRAME_SILENCE: Duration = Duration::from_millis(20);
+use crate::nodes::{bus_nodes, Node};
+use crate::plant::{lock, SharedPlant};
 
 /// How a line behaves in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,158 +108,6 @@ impl Pty {
     }
 }
 
-/// The plant's register image of one device as a Modbus data model (read-only).
-struct PlantModel<'a> {
-    plant: &'a Plant,
-    device: usize,
-}
-
-impl PlantModel<'_> {
-    fn word(&self, table: Table, address: u16) -> Result<u16, ExceptionCode> {
-        self.plant
-            .read(self.device, table, address, 1)
-            .map(|w| w[0])
-            .map_err(ExceptionCode::from_code)
-    }
-}
-
-impl DataModel for PlantModel<'_> {
-    fn read_coil(&self, address: u16) -> Result<bool, ExceptionCode> {
-        self.word(Table::Coil, address).map(|w| w != 0)
-    }
-    fn read_discrete_input(&self, address: u16) -> Result<bool, ExceptionCode> {
-        self.word(Table::DiscreteInput, address).map(|w| w != 0)
-    }
-    fn read_holding_register(&self, address: u16) -> Result<u16, ExceptionCode> {
-        self.word(Table::Holding, address)
-    }
-    fn read_input_register(&self, address: u16) -> Result<u16, ExceptionCode> {
-        self.word(Table::Input, address)
-    }
-    fn write_coils(&mut self, _: u16, _: Bits<'_>) -> Result<(), ExceptionCode> {
-        Err(ExceptionCode::IllegalFunction)
-    }
-    fn write_registers(&mut self, _: u16, _: Words<'_>) -> Result<(), ExceptionCode> {
-        Err(ExceptionCode::IllegalFunction)
-    }
-    fn device_id_object(&self, _: u8) -> Option<&[u8]> {
-        None
-    }
-}
-
-enum Kind {
-    /// A seal node running the firmware; `None` while it is powered off.
-    Seal {
-        node: Option<Box<SealNode<RamStorage>>>,
-        settings: Settings,
-        serial: String,
-        bin: usize,
-    },
-    /// A device answering from the plant's register image.
-    Model(Box<RtuSlave>),
-}
-
-struct LineNode {
-    device: usize,
-    booted: Instant,
-    replies: u32,
-    kind: Kind,
-}
-
-impl LineNode {
-    fn uptime(&self, now: Instant) -> sealwatch_firmware::Instant {
-        sealwatch_firmware::Instant::from_micros(now.duration_since(self.booted).as_micros() as u64)
-    }
-}
-
-fn firmware_baud(baud: u32) -> BaudRate {
-    [
-        BaudRate::B1200,
-        BaudRate::B2400,
-        BaudRate::B4800,
-        BaudRate::B9600,
-        BaudRate::B19200,
-        BaudRate::B38400,
-        BaudRate::B57600,
-        BaudRate::B115200,
-    ]
-    .into_iter()
-    .find(|b| b.bits_per_second() == baud)
-    .unwrap_or(BaudRate::B19200)
-}
-
-fn boot_seal_node(settings: Settings, serial: &str) -> Option<Box<SealNode<RamStorage>>> {
-    match SealNode::commissioned(
-        RamStorage::blank(),
-        DeviceIdentity::seal_node(serial),
-        settings,
-    ) {
-        Ok(mut node) => {
-            node.set_frame_silence(Some(PTY_FRAME_SILENCE));
-            Some(Box::new(node))
-        }
-        Err(e) => {
-            tracing::error!(serial, error = ?e, "the simulated seal node refused its settings");
-            None
-        }
-    }
-}
-
-/// The nodes of bus `bus`.
-fn line_nodes(config: &SiteConfig, plant: &Plant, bus: usize, now: Instant) -> Vec<LineNode> {
-    let (baud, parity) = match &config.buses[bus].transport {
-        Transport::Rtu(s) => (s.baud, s.parity),
-        Transport::Tcp { .. } => (19_200, LineParity::Even),
-    };
-    let mut nodes = Vec::new();
-    for (d, device) in plant.devices.iter().enumerate() {
-        if device.bus != bus {
-            continue;
-        }
-        let Some(unit) = UnitId::new(device.unit) else {
-            continue;
-        };
-        let kind = match device.role {
-            Role::SealNode(bin) => {
-                let seal = config
-                    .furnaces
-                    .iter()
-                    .flat_map(|f| f.bins.iter())
-                    .find(|b| b.device == d)
-                    .map_or(800, |b| b.seal_level_min_mm);
-                let settings = Settings {
-                    unit_id: unit,
-                    baud: firmware_baud(baud),
-                    parity: match parity {
-                        LineParity::None => Parity::None,
-                        LineParity::Even => Parity::Even,
-                        LineParity::Odd => Parity::Odd,
-                    },
-                    debounce_ms: 50,
-                    level_span_mm: crate::plant::LEVEL_SPAN_MM as u16,
-                    seal_level_min_mm: seal.min(u32::from(u16::MAX)) as u16,
-                    travel_time_ms: 10_000,
-                };
-                let serial = format!("SIM-{}", device.name);
-                Kind::Seal {
-                    node: boot_seal_node(settings, &serial),
-                    settings,
-                    serial,
-                    bin,
-                }
-            }
-            _ => Kind::Model(Box::new(RtuSlave::new(unit, PTY_FRAME_SILENCE))),
-        };
-        nodes.push(LineNode {
-            device: d,
-            booted: now,
-            replies: 0,
-            kind,
-        });
-    }
-    nodes
-}
-
 /// Waits until `deadline` to within tens of microseconds: the timer wheel (1 ms) for the bulk,
 /// a blocking-pool sleep for the rest.
 pub async fn precise_sleep_until(deadline: Instant) {
@@ -288,7 +125,7 @@ pub async fn precise_sleep_until(deadline: Instant) {
 struct Line {
     name: String,
     plant: SharedPlant,
-    nodes: Vec<LineNode>,
+    nodes: Vec<Node>,
     options: LineOptions,
     t_char: Duration,
     silence: Duration,
@@ -318,22 +155,7 @@ impl Line {
         let mut replies = Vec::new();
         for (i, &b) in bytes.iter().enumerate() {
             for (n, node) in self.nodes.iter_mut().enumerate() {
-                let now = node.uptime(at);
-                let reply = match &mut node.kind {
-                    Kind::Seal {
-                        node: Some(seal), ..
-                    } => seal.on_byte(b, now),
-                    Kind::Seal { node: None, .. } => None,
-                    Kind::Model(slave) => slave.on_byte(
-                        b,
-                        now,
-                        &mut PlantModel {
-                            plant: &plant,
-                            device: node.device,
-                        },
-                    ),
-                };
-                if let Some(reply) = reply {
+                if let Some(reply) = node.on_byte(b, at, &plant) {
                     replies.push((n, reply.to_vec(), i + 1));
                 }
             }
@@ -357,7 +179,7 @@ impl Line {
         if !answers {
             return;
         }
-        if failing && matches!(node.kind, Kind::Seal { .. }) && reply.len() >= 2 {
+        if failing && node.is_seal_node() && reply.len() >= 2 {
             let mut adu = sealwatch_firmware::modbus::AduBuf::new();
             let pdu = [reply[1] | 0x80, ExceptionCode::ServerDeviceFailure.code()];
             if encode_rtu(reply[0], &pdu, &mut adu).is_ok() {
@@ -430,51 +252,8 @@ impl Line {
         let plant = lock(&self.plant);
         let mut replies = Vec::new();
         for (n, node) in self.nodes.iter_mut().enumerate() {
-            let off = plant.devices[node.device].restarting_until.is_some();
-            let uptime = node.uptime(now);
-            match &mut node.kind {
-                Kind::Seal {
-                    node: seal,
-                    settings,
-                    serial,
-                    bin,
-                } => {
-                    if off {
-                        *seal = None;
-                        continue;
-                    }
-                    if seal.is_none() {
-                        node.booted = now;
-                        *seal = boot_seal_node(*settings, serial);
-                    }
-                    let uptime = sealwatch_firmware::Instant::from_micros(
-                        now.duration_since(node.booted).as_micros() as u64,
-                    );
-                    if let Some(seal) = seal {
-                        let s = plant.sensors(*bin);
-                        seal.update_inputs(
-                            InputSample {
-                                lid_closed: s.lid_closed,
-                                lid_open: s.lid_open,
-                                gate_open: s.gate_open,
-                                level_ua: s.level_ua,
-                            },
-                            uptime,
-                        );
-                        if let Some(reply) = seal.poll(uptime) {
-                            replies.push((n, reply.to_vec()));
-                        }
-                    }
-                }
-                Kind::Model(slave) => {
-                    let mut model = PlantModel {
-                        plant: &plant,
-                        device: node.device,
-                    };
-                    if let Some(reply) = slave.poll(uptime, &mut model) {
-                        replies.push((n, reply.to_vec()));
-                    }
-                }
+            if let Some(reply) = node.tick(&plant, now) {
+                replies.push((n, reply.to_vec()));
             }
         }
         drop(plant);
@@ -558,12 +337,13 @@ pub(crate) fn start_line(
 ) -> io::Result<(LineHandle, String)> {
     let baud = match &config.buses[bus].transport {
         Transport::Rtu(s) => s.baud,
-        Transport::Tcp { .. } => 19_200,
-    };
+        Transport::Tcp { .. } => BaudRate::B19200,
+    }
+    .bits_per_second();
     let pty = Pty::open(link)?;
     let path = pty.path.clone();
     let now = Instant::now();
-    let nodes = line_nodes(config, &lock(plant), bus, now);
+    let nodes = bus_nodes(config, &lock(plant), bus, now);
     let line = Line {
         name: config.buses[bus].name.clone(),
         plant: plant.clone(),

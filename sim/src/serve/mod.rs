@@ -1,28 +1,31 @@
-//! Serving the simulated plant: Modbus TCP, one endpoint per TCP bus of the site config, and
-//! Modbus RTU on a pseudo-terminal per RTU bus ([`crate::rtu`]).
+//! Serving the simulated plant: Modbus TCP, one endpoint per TCP bus of the site config
+//! ([`tcp`]), and Modbus RTU on a pseudo-terminal per RTU bus ([`rtu`]). Behind both are the same
+//! simulated devices ([`crate::nodes`]); this module runs the plant clock, the scripted events
+//! and the commands.
 //!
-//! A bus endpoint behaves like a device or an RS-485-to-TCP gateway: requests for a unit id that
-//! no device has, or for a silenced device, get no reply (the client times out); a failing device
-//! answers exception 04; a read over undefined registers answers exception 02. `bus-down` closes
-//! the listener and every connection; `bus-up` listens on the same address again.
+//! `bus-down` closes a TCP listener and every connection (or unplugs an RTU line); `bus-up`
+//! listens on the same address again.
+
+mod rtu;
+mod tcp;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::Either;
-use sealwatch_agent::config::profile::Table;
 use sealwatch_agent::config::{SiteConfig, Transport};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
-use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
-use crate::plant::Plant;
-use crate::rtu::{start_line, LineControl, LineHandle, LineOptions};
+pub use rtu::{precise_sleep_until, LineOptions};
+
+use crate::nodes::bus_nodes;
+use crate::plant::{lock, Plant, SharedPlant};
 use crate::scenario::{apply, parse_command, reversal, Action, Event, Scenario, ScenarioError};
+use rtu::{start_line, LineControl, LineHandle};
+use tcp::{listen, TcpBus};
 
 /// Why the sim could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,18 +78,11 @@ impl Default for SimOptions {
     }
 }
 
-pub(crate) type SharedPlant = Arc<Mutex<Plant>>;
-
-pub(crate) fn lock(plant: &SharedPlant) -> MutexGuard<'_, Plant> {
-    plant
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// One Modbus TCP endpoint.
 struct Endpoint {
     bus: usize,
     addr: SocketAddr,
+    devices: Arc<TcpBus>,
     task: Option<JoinHandle<()>>,
     reply_delay: Duration,
 }
@@ -116,97 +112,6 @@ impl RunningSim {
     pub fn stop(self) {
         self.clock.abort();
     }
-}
-
-#[derive(Clone)]
-struct DeviceService {
-    plant: SharedPlant,
-    bus: usize,
-    reply_delay: Duration,
-}
-
-type Answer = Result<Option<Response>, ExceptionCode>;
-
-impl tokio_modbus::server::Service for DeviceService {
-    type Request = SlaveRequest<'static>;
-    type Response = Option<Response>;
-    type Exception = ExceptionCode;
-    type Future = Either<
-        std::future::Ready<Answer>,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>,
-    >;
-
-    fn call(&self, req: Self::Request) -> Self::Future {
-        let answer = self.answer(req);
-        if self.reply_delay.is_zero() {
-            return Either::Left(std::future::ready(answer));
-        }
-        let delay = self.reply_delay;
-        Either::Right(Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            answer
-        }))
-    }
-}
-
-impl DeviceService {
-    fn answer(&self, req: SlaveRequest<'static>) -> Answer {
-        let plant = lock(&self.plant);
-        let Some(device) = plant.device_at(self.bus, req.slave) else {
-            return Ok(None);
-        };
-        if !plant.answers(device) {
-            return Ok(None);
-        }
-        let to_bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect::<Vec<bool>>();
-        let result = match req.request {
-            Request::ReadCoils(start, count) => plant
-                .read(device, Table::Coil, start, count)
-                .map(|w| Response::ReadCoils(to_bits(w))),
-            Request::ReadDiscreteInputs(start, count) => plant
-                .read(device, Table::DiscreteInput, start, count)
-                .map(|w| Response::ReadDiscreteInputs(to_bits(w))),
-            Request::ReadHoldingRegisters(start, count) => plant
-                .read(device, Table::Holding, start, count)
-                .map(Response::ReadHoldingRegisters),
-            Request::ReadInputRegisters(start, count) => plant
-                .read(device, Table::Input, start, count)
-                .map(Response::ReadInputRegisters),
-            _ => return Err(ExceptionCode::IllegalFunction),
-        };
-        result.map(Some).map_err(ExceptionCode::new)
-    }
-}
-
-async fn listen(
-    plant: SharedPlant,
-    bus: usize,
-    listener: TcpListener,
-    reply_delay: Duration,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let server = Server::new(listener);
-        let on_connected = |stream: tokio::net::TcpStream, addr: SocketAddr| {
-            let service = DeviceService {
-                plant: plant.clone(),
-                bus,
-                reply_delay,
-            };
-            async move {
-                let _ = stream.set_nodelay(true);
-                accept_tcp_connection(stream, addr, |_| Ok(Some(service.clone())))
-            }
-        };
-        if let Err(e) = server
-            .serve(
-                &on_connected,
-                |e| tracing::debug!(error = %e, "connection ended"),
-            )
-            .await
-        {
-            tracing::error!(error = %e, "endpoint stopped");
-        }
-    })
 }
 
 /// Starts the plant and its endpoints.
@@ -240,11 +145,19 @@ pub async fn start(
                     addr: want,
                     source,
                 })?;
-                let task = listen(plant.clone(), b, listener, options.reply_delay).await;
+                let now = tokio::time::Instant::now();
+                let devices = Arc::new(TcpBus::new(bus_nodes(config, &lock(&plant), b, now)));
+                let task = listen(
+                    plant.clone(),
+                    devices.clone(),
+                    listener,
+                    options.reply_delay,
+                );
                 addresses.insert(bus.name.clone(), addr);
                 endpoints.push(Endpoint {
                     bus: b,
                     addr,
+                    devices,
                     task: Some(task),
                     reply_delay: options.reply_delay,
                 });
@@ -304,6 +217,10 @@ async fn run_clock(
         };
         let now = started.elapsed().as_secs_f64() * speed;
         lock(&plant).advance_to(now);
+        let real_now = tokio::time::Instant::now();
+        for endpoint in &endpoints {
+            endpoint.devices.tick(&plant, real_now);
+        }
         let mut due: Vec<Event> = Vec::new();
         pending.retain(|e| {
             if e.at_s <= now {
@@ -407,9 +324,12 @@ async fn fire(
                 if bus.task.is_none() {
                     match TcpListener::bind(bus.addr).await {
                         Ok(listener) => {
-                            bus.task = Some(
-                                listen(plant.clone(), bus.bus, listener, bus.reply_delay).await,
-                            )
+                            bus.task = Some(listen(
+                                plant.clone(),
+                                bus.devices.clone(),
+                                listener,
+                                bus.reply_delay,
+                            ))
                         }
                         Err(e) => {
                             return Err(ScenarioError::BadCommand(format!(
