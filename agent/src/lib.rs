@@ -16,6 +16,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod poll;
 pub mod replay;
+pub mod restart;
 pub mod rules;
 pub mod run;
 pub mod state;

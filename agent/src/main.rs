@@ -382,7 +382,7 @@ fn commission(args: sealwatch_agent::commission::CommissionArgs) -> ExitCode {
 
 /// `sealwatch maintenance …`: asks the running agent (its status page on this machine).
 fn maintenance(command: MaintenanceCommand) -> anyhow::Result<()> {
-    use sealwatch_agent::pipeline::WindowCommand;
+    use sealwatch_agent::rules::WindowCommand;
     use sealwatch_agent::rules::{Window, WindowKind};
     use sealwatch_agent::status::client;
     let (agent, command) = match command {
@@ -418,10 +418,18 @@ fn maintenance(command: MaintenanceCommand) -> anyhow::Result<()> {
     let cfg = config::load(&agent.config)?;
     let url = match agent.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!(
-            "http://{}",
-            cfg.status_listen.context("the config turns the status page off ([status].listen = \"\"); windows are given to the running agent through it")?
-        ),
+        None => {
+            let mut addr = cfg.status_listen.context("the config turns the status page off ([status].listen = \"\"); windows are given to the running agent through it")?;
+            if addr.ip().is_unspecified() {
+                // Listening on every address: asked on this machine's own.
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{addr}")
+        }
     };
     let timeout = std::time::Duration::from_secs(10);
     let Some(command) = command else {
@@ -443,9 +451,22 @@ fn maintenance(command: MaintenanceCommand) -> anyhow::Result<()> {
         return Ok(());
     };
     let body = serde_json::to_string(&command)?;
-    let (code, answer) =
-        client::http_request("POST", &url, "/api/maintenance", Some(&body), timeout)
-            .with_context(|| format!("the agent does not answer at {url}; is it running?"))?;
+    let token_file = sealwatch_agent::status::control::token_path(&cfg.store.path);
+    let token = sealwatch_agent::status::control::read_token(&cfg.store.path).with_context(|| {
+        format!(
+            "cannot read the agent's control token {} (run this as the agent's user, on its machine)",
+            token_file.display()
+        )
+    })?;
+    let (code, answer) = client::http_request_with(
+        "POST",
+        &url,
+        "/api/maintenance",
+        Some(&body),
+        &[(sealwatch_agent::status::control::TOKEN_HEADER, &token)],
+        timeout,
+    )
+    .with_context(|| format!("the agent does not answer at {url}; is it running?"))?;
     anyhow::ensure!(
         code == 200,
         "the agent refused: {}",

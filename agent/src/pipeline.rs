@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::evidence::Draft;
 use crate::model::PointTable;
 use crate::model::{Outcome, Reading};
-use crate::rules::{Engine, Output, Window, WindowError};
+use crate::rules::{Engine, Output, WindowCommand, WindowError};
 use crate::state::PlantState;
 
 /// What a hand-over becomes.
@@ -20,21 +20,6 @@ pub struct Handover {
     pub outputs: Vec<Output>,
     /// Evidence of device faults and recoveries.
     pub drafts: Vec<Draft>,
-}
-
-/// A command a person gave about a window.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum WindowCommand {
-    /// Open a window.
-    Start(Window),
-    /// Close the window on `target`.
-    End {
-        /// Bin, analyzer or device.
-        target: String,
-        /// Who.
-        by: String,
-    },
 }
 
 /// Watches the wall clock against the monotonic clock: a step larger than the tolerance is a
@@ -93,6 +78,7 @@ impl Pipeline {
         degrade_after: Vec<u32>,
         clock_tolerance_ms: i64,
     ) -> Pipeline {
+        state.set_open_windows(engine.open_windows());
         Pipeline {
             engine,
             points,
@@ -124,7 +110,7 @@ impl Pipeline {
             tracing::warn!(
                 from_ms = from,
                 to_ms = to,
-                size_ms = to - from,
+                size_ms = to.saturating_sub(from),
                 "the wall clock jumped against the monotonic clock"
             );
             out.outputs.extend(self.engine.clock_jump(from, to));
@@ -162,13 +148,6 @@ impl Pipeline {
             .note_judgements(&self.engine.take_bin_changes(), &outputs);
         self.state.set_open_windows(self.engine.open_windows());
         Ok(outputs)
-    }
-
-    /// Reopens, silently, a window that was open when the agent last stopped.
-    pub fn restore_window(&mut self, window: &Window, since_ms: i64) -> Result<(), WindowError> {
-        self.engine.open_window(window, since_ms, false)?;
-        self.state.set_open_windows(self.engine.open_windows());
-        Ok(())
     }
 
     /// `device_fault` / `device_recovered` records when a device of this batch was degraded,

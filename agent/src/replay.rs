@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::model::PointTable;
 use crate::model::{Fault, Flag, Outcome, Reading};
-use crate::pipeline::WindowCommand;
+use crate::rules::WindowCommand;
 use crate::rules::{Window, WindowKind};
 
 /// A replay input that cannot be used.

@@ -156,8 +156,44 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         evidence_retention: config.evidence.retention,
         compact_every: config.store.compact_interval,
     };
-    let (store_handle, writer) = spawn_writer(store, ids, config.store.commit_interval, limits);
     let rules = RulesConfig::new(&config, &points);
+    let mut engine = Engine::new(&rules).live();
+    // Windows open at the last stop first: the warm-up replays readings they covered.
+    for (window, since) in &open_windows {
+        match engine.open_window(window, *since, false) {
+            Ok(_) => {
+                tracing::info!(target = %window.target, kind = window.kind.name(), since_ms = since, "a window open at the last stop is open again")
+            }
+            Err(e) => {
+                tracing::warn!(target = %window.target, error = %e, "a window open at the last stop cannot be opened again")
+            }
+        }
+    }
+    let (store, engine, resumed) = {
+        let (points, ids, tz) = (points.clone(), ids.clone(), config.site.time_zone);
+        tokio::task::spawn_blocking(move || {
+            let (engine, resumed) =
+                crate::restart::resume(engine, &store, &points, &ids, tz, now_ms());
+            (store, engine, resumed)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    };
+    for problem in &resumed.problems {
+        tracing::warn!("picking up the last run: {problem}");
+    }
+    tracing::info!(
+        hours_and_days = resumed.seeds,
+        readings_replayed = resumed.replayed,
+        summaries_due = resumed.due.len(),
+        "picked up the open days and months and the open hour from the record"
+    );
+    let (store_handle, writer) = spawn_writer(store, ids, config.store.commit_interval, limits);
+    if !resumed.due.is_empty() {
+        let _ = store_handle
+            .send_with_outputs(Vec::new(), resumed.due)
+            .await;
+    }
     let _ = store_handle
         .send_evidence(vec![
             started_evidence(&config, &rules.version(), last_start.as_ref()),
@@ -204,7 +240,6 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             }
         }
     }
-    let engine = Engine::new(&rules);
     let mut pipeline = Pipeline::new(
         engine,
         points.clone(),
@@ -217,16 +252,6 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             .collect(),
         config.rules.clock_jump_tolerance_ms,
     );
-    for (window, since) in &open_windows {
-        match pipeline.restore_window(window, *since) {
-            Ok(()) => {
-                tracing::info!(target = %window.target, kind = window.kind.name(), since_ms = since, "a window open at the last stop is open again")
-            }
-            Err(e) => {
-                tracing::warn!(target = %window.target, error = %e, "a window open at the last stop cannot be opened again")
-            }
-        }
-    }
     let uplink = match &config.audit_uplink {
         Some(cfg) => {
             let token = CancellationToken::new();

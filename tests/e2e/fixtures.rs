@@ -213,6 +213,29 @@ fn clock_jumps_are_records_with_bounded_outputs_and_no_merged_minutes() {
     for m in of(&out, "nmhc_minute") {
         assert!(m["samples"].as_i64() <= m["expected"].as_i64(), "{m}");
     }
+    // Time already summarised is never summarised again: one output per kind, subject and
+    // period.
+    let mut keys: Vec<String> = ["nmhc_hour", "bin_hour", "nmhc_day", "bin_day"]
+        .iter()
+        .flat_map(|kind| {
+            of(&out, kind).into_iter().map(move |o| {
+                let subject = o["analyzer"].as_str().or(o["bin"].as_str()).unwrap_or("");
+                let period = ["hour_ms", "day_ms", "start_ms"]
+                    .iter()
+                    .find_map(|k| o[*k].as_i64())
+                    .unwrap_or(0);
+                format!("{kind} {subject} {period}")
+            })
+        })
+        .collect();
+    let all = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), all, "a period summarised twice: {keys:?}");
+    // The step back by a year says from when readings are judged again.
+    assert!(of(&out, "clock_jump")
+        .iter()
+        .any(|o| o["resumes_ms"].as_i64().is_some()));
 }
 
 #[test]

@@ -856,6 +856,19 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
     // [[furnaces]]
     let mut furnaces = Vec::new();
     let mut furnace_names: HashMap<String, usize> = HashMap::new();
+    // Which bin or analyzer each device serves: one device, one of them.
+    let mut served: HashMap<usize, String> = HashMap::new();
+    let mut serve = |issues: &mut Issues<'_>, path: &KeyPath, device: usize, who: String| {
+        if device == usize::MAX {
+            return;
+        }
+        if let Some(other) = served.insert(device, who.clone()) {
+            issues.push(
+                path.key("device"),
+                format!("{who} names a device that already serves {other}; each bin and each analyzer needs its own device"),
+            );
+        }
+    };
     for (fi, f) in raw.furnaces.into_iter().enumerate() {
         let path = root.key("furnaces").index(fi);
         if furnace_names.insert(f.name.clone(), fi).is_some() {
@@ -881,6 +894,12 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 &device_index,
                 &devices,
                 &["lid_closed", "lid_open", "gate_open", "level_mm"],
+            );
+            serve(
+                &mut issues,
+                &bpath,
+                device,
+                format!("bin {}/{}", f.name, b.name),
             );
             let level = ranged(
                 &mut issues,
@@ -925,6 +944,12 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
                 &devices,
                 &[nmhc_point.as_str()],
             );
+            serve(
+                &mut issues,
+                &apath,
+                device,
+                format!("analyzer {}/{}", f.name, a.name),
+            );
             let own_limit = |issues: &mut Issues<'_>,
                              key: &str,
                              value: Option<f64>,
@@ -955,6 +980,14 @@ fn validate(source: &SourceFile, raw: RawConfig, found: &mut Vec<ConfigIssue>) -
             );
             if single_limit < hourly_limit {
                 issues.push(apath.key("nmhc_single_limit_mg_m3"), format!("the single-value limit {single_limit} is below the hourly limit {hourly_limit}"));
+            }
+            let range_top = (device != usize::MAX)
+                .then(|| devices.get(device))
+                .flatten()
+                .and_then(|d| d.profile.point(&nmhc_point))
+                .and_then(|p| p.range_max);
+            if let Some(top) = range_top.filter(|top| *top <= single_limit) {
+                issues.push(apath.key("device"), format!("the NMHC range of this analyzer ends at {top} mg/m³, at or below its single-value limit {single_limit}: a saturated reading could not be told from one under the limit; use a measuring range above the limit (range_max in the profile)"));
             }
             let point_kind = match a.point_kind.as_deref() {
                 None => crate::rules::PointKind::InPlant,

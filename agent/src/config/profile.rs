@@ -463,6 +463,18 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
             "a point is either a fault indicator or a status register, not both".to_owned(),
         );
     }
+    if (fault.is_some() || status.is_some())
+        && (raw.scale.is_some_and(|s| s != 1.0) || raw.offset.is_some_and(|o| o != 0.0))
+    {
+        issues.push(
+            path.key(if raw.scale.is_some_and(|s| s != 1.0) {
+                "scale"
+            } else {
+                "offset"
+            }),
+            "a fault indicator or status register is read as the raw register value: it takes no scale or offset".to_owned(),
+        );
+    }
     Some(PointDef {
         name: raw.name,
         table,

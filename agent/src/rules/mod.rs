@@ -17,6 +17,7 @@
 //! Every output carries the rule-set version: a hash of every threshold in force.
 
 mod output;
+pub mod resume;
 mod seal;
 pub mod time;
 mod voc;
@@ -37,7 +38,7 @@ use crate::model::{Flag, Reading};
 pub use output::{BinSummary, CycleOutcome, FlagCounts, Output, PollutantValue};
 use seal::BinTracker;
 use voc::AnalyzerTracker;
-pub use windows::{Window, WindowError, WindowKind};
+pub use windows::{Window, WindowCommand, WindowError, WindowKind};
 
 /// Thresholds and timings of the rules, site-wide (per-bin and per-analyzer ones live in
 /// [`BinRules`] and [`AnalyzerRules`]).
@@ -558,6 +559,15 @@ pub struct Engine {
     implausible: bool,
     /// The last clock jump (from, to): readings still arriving from before it are stragglers.
     jump: Option<(i64, i64)>,
+    /// After a step back: readings before this time are not judged (their hours are closed).
+    resume_at: Option<i64>,
+    /// The stretches of time whose hours are summarised, `[start, end)`, in order.
+    summarised: Vec<(i64, i64)>,
+    /// Readings not judged because they came after a step back, before `resume_at`.
+    skipped_after_jump: u64,
+    /// Whether jumps are found in the readings' times (replay); live, the pipeline's watch of
+    /// the wall clock against the monotonic clock says ([`Engine::clock_jump`]).
+    jumps_from_reading_times: bool,
 }
 
 /// A set of bin indexes, in the order they were first added.
@@ -638,7 +648,25 @@ impl Engine {
             changed_bins: ChangedBins::default(),
             implausible: false,
             jump: None,
+            resume_at: None,
+            summarised: Vec::new(),
+            skipped_after_jump: 0,
+            jumps_from_reading_times: true,
         }
+    }
+
+    /// Live use: clock jumps come from [`Engine::clock_jump`] (the wall clock against the
+    /// monotonic clock), not from reading times — a poll delivered late, or a bus stalled behind
+    /// a busy store, is not a jump.
+    pub fn live(mut self) -> Engine {
+        self.jumps_from_reading_times = false;
+        self
+    }
+
+    /// Readings not judged because they came after the clock was set back, before their time
+    /// reached the last hour already summarised.
+    pub fn skipped_after_jump(&self) -> u64 {
+        self.skipped_after_jump
     }
 
     /// The rule-set version stamped on every output.
@@ -699,17 +727,34 @@ impl Engine {
             return out;
         }
         self.implausible = false;
-        if let Some(w) = self.watermark {
+        for r in group.iter_mut() {
+            // A value that is not a number is no measurement, whatever a file says.
+            if r.value().is_some_and(|v| !v.is_finite()) && matches!(r.flag, Flag::N | Flag::T) {
+                r.flag = Flag::D;
+            }
+        }
+        if let (true, Some(w)) = (self.jumps_from_reading_times, self.watermark) {
             let tolerance = self.settings.clock_jump_tolerance_ms;
-            if at.abs_diff(w) > tolerance.unsigned_abs() {
+            // Back by more than the lateness, samples would land in closed minutes: a jump too.
+            let back = tolerance.min(self.lateness_ms);
+            if at > w.saturating_add(tolerance) || at < w.saturating_sub(back) {
                 // Readings still in flight from before a jump are not a jump back.
                 if let Some((from, to)) = self.jump {
                     if w < to.saturating_add(tolerance) && at.abs_diff(from) <= tolerance as u64 {
+                        self.skipped_after_jump += group.len() as u64;
                         return out;
                     }
                 }
                 self.discontinuity(w, at, "reading_times", &mut out);
             }
+        }
+        if let Some(resume) = self.resume_at {
+            if at < resume {
+                self.watermark = Some(self.watermark.map_or(at, |w| w.max(at)));
+                self.skipped_after_jump += group.len() as u64;
+                return out;
+            }
+            self.resume_at = None;
         }
         if self.open_hour.is_none() {
             self.open_periods(at);
@@ -757,9 +802,9 @@ impl Engine {
                     a.sample(r, &self.ruleset, &mut out)
                 }
                 Some(Role::BinFault { bin, .. }) => {
-                    if let Some(w) = &self.bins[bin].window {
+                    if let Some((kind, _)) = self.bins[bin].window.covering(r.at_ms) {
                         if matches!(r.flag, Flag::N | Flag::T) {
-                            r.flag = w.kind.flag();
+                            r.flag = kind.flag();
                         }
                     }
                 }
@@ -808,7 +853,27 @@ impl Engine {
         self.report_overdue_windows(watermark, out);
     }
 
+    /// Notes that the hour `[hour, end)` is summarised.
+    fn mark_summarised(&mut self, hour: i64, end: i64) {
+        match self.summarised.iter_mut().find(|(_, e)| *e == hour) {
+            Some(stretch) => stretch.1 = end,
+            None => {
+                self.summarised.push((hour, end));
+                self.summarised.sort_unstable();
+            }
+        }
+    }
+
+    /// The end of the summarised stretch holding `t`, if `t` is in one.
+    fn summarised_end(&self, t: i64) -> Option<i64> {
+        self.summarised
+            .iter()
+            .find(|(s, e)| *s <= t && t < *e)
+            .map(|(_, e)| *e)
+    }
+
     fn close_hour(&mut self, hour: i64, end: i64, out: &mut Vec<Output>) {
+        self.mark_summarised(hour, end);
         for b in &mut self.bins {
             b.close_hour(hour, end, &self.ruleset, out);
         }
@@ -844,19 +909,42 @@ impl Engine {
     }
 
     /// The readings' time stepped from `from` to `to` further than the tolerance. Everything
-    /// open ends at `from` as interrupted; a jump within the same hour forward only leaves the
-    /// gap unknown; otherwise the open hour (and its day and month, if `to` is outside them)
-    /// are closed there and the timeline begins again at `to` — no outputs for skipped hours,
-    /// nothing merged into earlier minutes.
+    /// open ends at `from` as interrupted.
+    /// - Forward within the hour: the gap is unknown time, as any gap. Further forward: the open
+    ///   hour (and its day and month, if `to` is outside them) close there and the timeline
+    ///   begins again at `to` — no outputs for skipped hours, nothing merged into earlier
+    ///   minutes.
+    /// - Back: the open hour closes (interrupted), and readings are not judged again until
+    ///   their time reaches its end — time already summarised is never summarised twice, and
+    ///   no day or month is split.
     fn discontinuity(&mut self, from: i64, to: i64, detected_by: &str, out: &mut Vec<Output>) {
+        let mut resumes = self.resume_at;
+        let back = to < from && resumes.is_none();
+        if back {
+            // Back into time already summarised: judged again only after it. Back into time
+            // never summarised: a new stretch begins there.
+            let open = self.open_hour.filter(|(hour, _)| to >= *hour);
+            resumes = open.map(|(_, end)| end).or_else(|| self.summarised_end(to));
+        }
         out.push(Output::ClockJump {
             from_ms: from,
             to_ms: to,
             size_ms: to.saturating_sub(from),
             detected_by: detected_by.to_owned(),
+            resumes_ms: resumes.filter(|r| to < *r),
             ruleset: self.ruleset.clone(),
         });
         self.jump = Some((from, to));
+        self.watermark = Some(to);
+        if let Some(r) = self.resume_at {
+            // Already behind the record: still behind, or back past it (time from the end of
+            // the record to `to` was not observed).
+            if to >= r {
+                self.resume_at = None;
+                self.forward(r, to, out);
+            }
+            return;
+        }
         for b in &mut self.bins {
             b.interrupt(from, &self.ruleset, out);
         }
@@ -864,15 +952,36 @@ impl Engine {
             a.interrupt(from, &self.ruleset, out);
         }
         self.all_bins_changed();
-        self.watermark = Some(to);
+        if !back {
+            self.forward(from, to, out);
+            return;
+        }
+        let Some((hour, end)) = self.open_hour else {
+            return;
+        };
+        self.close_hour(hour, end, out);
+        // Into time never summarised, the timeline begins again at `to`; into summarised time,
+        // at its end.
+        let resume = self.summarised_end(to);
+        self.begin_at(resume.unwrap_or(to), out);
+        self.resume_at = resume;
+    }
+
+    /// The timeline goes on at `to` after nothing was observed since `from` (a step forward).
+    fn forward(&mut self, from: i64, to: i64, out: &mut Vec<Output>) {
         let Some((hour, end)) = self.open_hour else {
             return;
         };
         if to >= from && to < end {
-            return; // Forward within the hour: the gap is unknown time, as any gap.
+            return; // Within the hour: the gap is unknown time, as any gap.
         }
         self.close_hour(hour, end, out);
-        // The day and month end early too, unless `to` is still inside them.
+        self.begin_at(to, out);
+    }
+
+    /// The timeline begins again at `to` (the open hour is closed): the day and month end
+    /// early too, unless `to` is still inside them.
+    fn begin_at(&mut self, to: i64, out: &mut Vec<Output>) {
         let outside = |period: Option<(i64, i64)>| period.is_some_and(|(s, e)| to < s || to >= e);
         if outside(self.open_day) {
             if let Some((day, end)) = self.open_day {
@@ -910,6 +1019,78 @@ impl Engine {
         for a in &mut self.analyzers {
             a.restart_at(to);
         }
+    }
+
+    /// Takes the closed hours and days of the periods still open from the record (a restart),
+    /// and opens the timeline at the end of the last closed hour. Returns the summaries of days
+    /// and months that ended while the agent was stopped and were never emitted.
+    pub fn resume(&mut self, seeds: &[resume::Seed]) -> Vec<Output> {
+        use resume::Seed;
+        let mut out = Vec::new();
+        let mut last_end: Option<i64> = None;
+        for seed in seeds {
+            match seed {
+                Seed::BinHour { bin, hour_ms, seed } => {
+                    if let Some(b) = self.bins.iter_mut().find(|b| b.key() == bin) {
+                        b.seed_hour(*hour_ms, *seed);
+                        let end = time::next_hour(self.tz, *hour_ms);
+                        last_end = Some(last_end.map_or(end, |e| e.max(end)));
+                    }
+                }
+                Seed::NmhcHour {
+                    analyzer,
+                    hour_ms,
+                    seed,
+                } => {
+                    if let Some(a) = self.analyzers.iter_mut().find(|a| a.key() == analyzer) {
+                        a.seed_hour(*hour_ms, *seed);
+                        let end = time::next_hour(self.tz, *hour_ms);
+                        last_end = Some(last_end.map_or(end, |e| e.max(end)));
+                    }
+                }
+                Seed::NmhcDay {
+                    analyzer,
+                    day_ms,
+                    valid,
+                } => {
+                    if let Some(a) = self.analyzers.iter_mut().find(|a| a.key() == analyzer) {
+                        a.seed_day(*day_ms, *valid);
+                    }
+                }
+                Seed::Closed {
+                    subject,
+                    month,
+                    analyzer,
+                    start_ms,
+                } => {
+                    if *analyzer {
+                        if let Some(a) = self.analyzers.iter_mut().find(|a| a.key() == subject) {
+                            a.forget_period(*month, *start_ms);
+                        }
+                    } else if let Some(b) = self.bins.iter_mut().find(|b| b.key() == subject) {
+                        b.forget_period(*month, *start_ms);
+                    }
+                }
+            }
+        }
+        let Some(end) = last_end.filter(|e| time::plausible(*e)) else {
+            return out;
+        };
+        self.open_periods(end);
+        let (day, month) = (
+            self.open_day.map_or(end, |d| d.0),
+            self.open_month.map_or(end, |m| m.0),
+        );
+        for b in &mut self.bins {
+            b.start(end);
+            b.close_due(day, month, &self.ruleset, &mut out);
+        }
+        for a in &mut self.analyzers {
+            a.resume_at(end);
+            a.close_due(day, month, &self.ruleset, &mut out);
+        }
+        self.all_bins_changed();
+        out
     }
 
     /// The wall clock moved against the monotonic clock from `from` to `to` (live): the same as
@@ -957,18 +1138,21 @@ impl Engine {
         if window.by.trim().is_empty() {
             return Err(WindowError::Missing("name of who opens it (by)"));
         }
+        self.check_window_time(at_ms, !announce)?;
         let (bins, analyzers) = self.resolve(&window.target)?;
         let open = bins
             .iter()
             .filter_map(|&b| {
                 self.bins[b]
                     .window
+                    .open
                     .as_ref()
                     .map(|w| (self.bins[b].key(), w))
             })
             .chain(analyzers.iter().filter_map(|&a| {
                 self.analyzers[a]
                     .window
+                    .open
                     .as_ref()
                     .map(|w| (self.analyzers[a].key(), w))
             }))
@@ -1007,18 +1191,57 @@ impl Engine {
             announce_for(self.analyzers[a].key(), &mut out);
         }
         for &b in &bins {
-            self.bins[b].window = Some(opened.clone());
+            self.bins[b].window.open = Some(opened.clone());
             self.changed_bins.add(b);
-            self.bins[b].judge(
-                at_ms.max(self.watermark.unwrap_or(at_ms)),
-                &self.ruleset,
-                &mut out,
-            );
+            // Judged at the readings' time, and only once readings have come: a window restored
+            // at start, or opened before the first reading, waits for them.
+            if let (true, Some(w)) = (announce, self.watermark) {
+                if at_ms <= w {
+                    self.bins[b].judge(w, &self.ruleset, &mut out);
+                }
+            }
         }
         for &a in &analyzers {
-            self.analyzers[a].window = Some(opened.clone());
+            self.analyzers[a].window.open = Some(opened.clone());
         }
         Ok(out)
+    }
+
+    /// Whether a window may start or end at `at_ms`: a plausible time, and — unless it is
+    /// restored from the record (`restoring`) — not further from the readings' time than the
+    /// clock-jump tolerance, so a window can neither rewrite what was judged long ago nor reach
+    /// into a future the readings have not seen.
+    fn check_window_time(&self, at_ms: i64, restoring: bool) -> Result<(), WindowError> {
+        if !time::plausible(at_ms) {
+            return Err(WindowError::Time {
+                at_ms,
+                why: "is not a plausible time (the clock is not set)".to_owned(),
+            });
+        }
+        let Some(w) = self.watermark else {
+            return Ok(());
+        };
+        let tolerance = self.settings.clock_jump_tolerance_ms;
+        if restoring {
+            return if at_ms > w.saturating_add(tolerance) {
+                Err(WindowError::Time {
+                    at_ms,
+                    why: format!("is after the readings' time {w}"),
+                })
+            } else {
+                Ok(())
+            };
+        }
+        if at_ms.abs_diff(w) > tolerance.unsigned_abs() {
+            return Err(WindowError::Time {
+                at_ms,
+                why: format!(
+                    "is more than {} s from the readings' time {w}",
+                    tolerance / 1000
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Closes the windows open on what `target` names, at `at_ms`, by `by`.
@@ -1031,6 +1254,7 @@ impl Engine {
         if by.trim().is_empty() {
             return Err(WindowError::Missing("name of who closes it (by)"));
         }
+        self.check_window_time(at_ms, false)?;
         let (bins, analyzers) = self.resolve(target)?;
         let mut out = Vec::new();
         let ended = |key: &str, w: windows::OpenWindow, ruleset: &str| Output::WindowEnded {
@@ -1043,14 +1267,30 @@ impl Engine {
             by: by.to_owned(),
             ruleset: ruleset.to_owned(),
         };
+        let started_after = bins
+            .iter()
+            .filter_map(|&b| self.bins[b].window.open.as_ref())
+            .chain(
+                analyzers
+                    .iter()
+                    .filter_map(|&a| self.analyzers[a].window.open.as_ref()),
+            )
+            .map(|w| w.started_ms)
+            .find(|&s| s > at_ms);
+        if let Some(started_ms) = started_after {
+            return Err(WindowError::Time {
+                at_ms,
+                why: format!("is before the window's start {started_ms}"),
+            });
+        }
         for &b in &bins {
-            if let Some(w) = self.bins[b].window.take() {
+            if let Some(w) = self.bins[b].window.close(at_ms) {
                 out.push(ended(self.bins[b].key(), w, &self.ruleset));
                 self.changed_bins.add(b);
             }
         }
         for &a in &analyzers {
-            if let Some(w) = self.analyzers[a].window.take() {
+            if let Some(w) = self.analyzers[a].window.close(at_ms) {
                 out.push(ended(self.analyzers[a].key(), w, &self.ruleset));
             }
         }
@@ -1072,10 +1312,14 @@ impl Engine {
                     .iter_mut()
                     .map(|a| (a.key().to_owned(), &mut a.window)),
             );
+        let forget_before = now.saturating_sub(self.lateness_ms);
         for (key, window) in windows {
-            let Some(w) = window.as_mut() else { continue };
+            window.prune(forget_before);
+            let Some(w) = window.open.as_mut() else {
+                continue;
+            };
             let limit = max[w.kind.index()];
-            if !w.reported_overdue && now - w.started_ms > limit {
+            if !w.reported_overdue && now.saturating_sub(w.started_ms) > limit {
                 w.reported_overdue = true;
                 out.push(Output::WindowOverdue {
                     target: key,
@@ -1092,8 +1336,8 @@ impl Engine {
 
     /// The windows open now: (target, kind, since, reason, by).
     pub fn open_windows(&self) -> Vec<(String, WindowKind, i64, String, String)> {
-        let bins = self.bins.iter().map(|b| (b.key(), &b.window));
-        let analyzers = self.analyzers.iter().map(|a| (a.key(), &a.window));
+        let bins = self.bins.iter().map(|b| (b.key(), &b.window.open));
+        let analyzers = self.analyzers.iter().map(|a| (a.key(), &a.window.open));
         bins.chain(analyzers)
             .filter_map(|(k, w)| {
                 w.as_ref().map(|w| {
@@ -1131,8 +1375,8 @@ fn bin_flag(tracker: &BinTracker, signal: Signal, flag: Flag, at: i64) -> Flag {
     if !matches!(flag, Flag::N | Flag::T) {
         return flag;
     }
-    if let Some(w) = tracker.window.as_ref().filter(|w| at >= w.started_ms) {
-        return w.kind.flag();
+    if let Some((kind, _)) = tracker.window.covering(at) {
+        return kind.flag();
     }
     let part = match signal {
         Signal::LidClosed | Signal::LidOpen => crate::model::SensorPart::Lid,
@@ -1194,17 +1438,21 @@ impl Replay {
     pub fn window(
         &mut self,
         at_ms: i64,
-        command: &crate::pipeline::WindowCommand,
+        command: &WindowCommand,
     ) -> Result<Vec<Output>, WindowError> {
         let mut out = self.engine.ingest(&mut self.pending);
         self.pending.clear();
         out.extend(match command {
-            crate::pipeline::WindowCommand::Start(w) => self.engine.open_window(w, at_ms, true)?,
-            crate::pipeline::WindowCommand::End { target, by } => {
-                self.engine.close_window(target, at_ms, by)?
-            }
+            WindowCommand::Start(w) => self.engine.open_window(w, at_ms, true)?,
+            WindowCommand::End { target, by } => self.engine.close_window(target, at_ms, by)?,
         });
         Ok(out)
+    }
+
+    /// The engine, after the last group (what it produced is dropped: a warm-up).
+    pub fn into_engine(mut self) -> Engine {
+        let _ = self.engine.ingest(&mut self.pending);
+        self.engine
     }
 
     /// Ends the stream: the last group, then every hour up to the last reading of the

@@ -432,9 +432,13 @@ pub enum Output {
         to_ms: i64,
         /// `to_ms − from_ms` (negative: set back).
         size_ms: i64,
-        /// `reading_times` (replay, and live) or `monotonic_clock` (live: the wall clock moved
-        /// against the monotonic clock).
+        /// `reading_times` (replay) or `monotonic_clock` (live: the wall clock moved against
+        /// the monotonic clock).
         detected_by: String,
+        /// After a step back: readings are not judged again until their time reaches this,
+        /// the end of the last hour already summarised (no hour, day or month is summarised
+        /// twice).
+        resumes_ms: Option<i64>,
         /// Rule-set version.
         ruleset: String,
     },

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 
 use super::output::{BinSummary, CycleOutcome};
 use super::time::HourCalendar;
-use super::windows::OpenWindow;
+use super::windows::Windows;
 use super::{
     BinRules, FlagCounts, Hours, LatchField, Output, RuleSettings, SealState, Signal, Signature,
 };
@@ -53,6 +53,23 @@ fn outcome_index(o: CycleOutcome) -> usize {
     }
 }
 
+/// What a closed hour of a bin adds to its day and month. Days and months keep their hours by
+/// start time, so an hour counted again (taken from the record at a restart) replaces itself
+/// instead of adding up twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BinHourSeed {
+    /// Time in each state, ms: sealed, charging, breach, unknown, suspect, maintenance.
+    pub state_ms: [i64; 6],
+    /// Cycles by outcome: held, lost, interrupted, suspect, reconciled.
+    pub outcomes: [u32; 5],
+    /// Breaches that started in it.
+    pub breaches: u32,
+    /// Whether the hour was valid.
+    pub valid: bool,
+    /// A clock jump or a restart cut it.
+    pub interrupted: bool,
+}
+
 /// A day or month of a bin, summed from its hours.
 #[derive(Debug, Clone, Default)]
 struct PeriodAcc {
@@ -66,17 +83,22 @@ struct PeriodAcc {
 }
 
 impl PeriodAcc {
-    fn add(&mut self, hour: &HourAcc, length: i64, valid: bool) {
-        for (a, b) in self.state_ms.iter_mut().zip(hour.state_ms) {
-            *a += b;
+    fn of(hours: &Hours<BinHourSeed>, calendar: &mut HourCalendar) -> PeriodAcc {
+        let mut acc = PeriodAcc::default();
+        for (&start, hour) in hours {
+            for (a, b) in acc.state_ms.iter_mut().zip(hour.state_ms) {
+                *a += b;
+            }
+            for (a, b) in acc.outcomes.iter_mut().zip(hour.outcomes) {
+                *a += b;
+            }
+            acc.breaches += hour.breaches;
+            acc.valid_hours += u32::from(hour.valid);
+            let (_, end) = calendar.of(start);
+            acc.covered_ms += end - start;
+            acc.interrupted |= hour.interrupted;
         }
-        for (a, b) in self.outcomes.iter_mut().zip(hour.outcomes) {
-            *a += b;
-        }
-        self.breaches += hour.breaches;
-        self.valid_hours += u32::from(valid);
-        self.covered_ms += length;
-        self.interrupted |= hour.interrupted;
+        acc
     }
 }
 
@@ -147,12 +169,12 @@ pub(super) struct BinTracker {
     /// The level's current value and since when it has read exactly that.
     level_since: Option<(f64, i64)>,
     /// The window open on this bin.
-    pub(super) window: Option<OpenWindow>,
+    pub(super) window: Windows,
     /// Whether a state was put on the record yet.
     announced: bool,
     /// Day and month being summed, by start.
-    days: Hours<PeriodAcc>,
-    months: Hours<PeriodAcc>,
+    days: Hours<Hours<BinHourSeed>>,
+    months: Hours<Hours<BinHourSeed>>,
     tz: Tz,
 }
 
@@ -217,7 +239,7 @@ impl BinTracker {
             indicators,
             indicator_states: std::collections::BTreeMap::new(),
             level_since: None,
-            window: None,
+            window: Windows::default(),
             announced: false,
             days: Hours::new(),
             months: Hours::new(),
@@ -524,14 +546,19 @@ impl BinTracker {
         }
         // A gap in judgements longer than the stale limit is unknown time from when it went stale.
         if let Some(prev) = self.last_judged {
-            let stale_at = prev + self.settings.stale_after_ms;
-            if t > stale_at && self.state != SealState::Unknown {
-                self.go_unknown(stale_at, "no data".to_owned(), ruleset, out);
+            let stale_at = prev.saturating_add(self.settings.stale_after_ms);
+            if t > stale_at {
+                // After a gap, how long the level has stood still or the lid has been moving
+                // starts again: the gap is not time observed.
+                self.level_since = None;
+                self.lid_moving_since = None;
+                if self.state != SealState::Unknown {
+                    self.go_unknown(stale_at, "no data".to_owned(), ruleset, out);
+                }
             }
         }
         self.last_judged = Some(t.max(self.last_judged.unwrap_or(t)));
-        if let Some(w) = &self.window {
-            let reason = format!("{} window: {} ({})", w.kind.name(), w.reason, w.by);
+        if let Some((_, reason)) = self.window.covering(t) {
             self.go_unknown_as(SealState::Maintenance, t, reason, ruleset, out);
             return;
         }
@@ -814,7 +841,7 @@ impl BinTracker {
     pub(super) fn close_hour(&mut self, hour: i64, end: i64, ruleset: &str, out: &mut Vec<Output>) {
         self.start(hour);
         if let Some(prev) = self.last_judged {
-            let stale_at = prev + self.settings.stale_after_ms;
+            let stale_at = prev.saturating_add(self.settings.stale_after_ms);
             if stale_at < end && self.state != SealState::Unknown {
                 self.go_unknown(stale_at, "no data".to_owned(), ruleset, out);
             }
@@ -830,11 +857,16 @@ impl BinTracker {
         let judgeable = length - maintenance;
         let [held, lost, interrupted, suspect_cycles, reconciled] = acc.outcomes;
         let valid = judgeable > 0 && known * 4 >= judgeable * 3;
-        let period = |m: &mut Hours<PeriodAcc>, start: i64| {
-            m.entry(start).or_default().add(&acc, length, valid)
-        };
-        period(&mut self.days, super::time::day_start(self.tz, hour));
-        period(&mut self.months, super::time::month_start(self.tz, hour));
+        self.seed_hour(
+            hour,
+            BinHourSeed {
+                state_ms: acc.state_ms,
+                outcomes: acc.outcomes,
+                breaches: acc.breaches,
+                valid,
+                interrupted: acc.interrupted,
+            },
+        );
         out.push(Output::BinHour {
             bin: self.rules.key.clone(),
             hour_ms: hour,
@@ -865,6 +897,50 @@ impl BinTracker {
         });
     }
 
+    /// Adds a closed hour to its day and month (again: it replaces itself).
+    pub(super) fn seed_hour(&mut self, hour: i64, seed: BinHourSeed) {
+        self.days
+            .entry(super::time::day_start(self.tz, hour))
+            .or_default()
+            .insert(hour, seed);
+        self.months
+            .entry(super::time::month_start(self.tz, hour))
+            .or_default()
+            .insert(hour, seed);
+        let (_, end) = self.calendar.of(hour);
+        if end > self.closed_until {
+            self.closed_until = end;
+            self.hours.retain(|&h, _| h >= end);
+            if self.since.is_some_and(|s| s < end) {
+                self.since = Some(end);
+            }
+        }
+    }
+
+    /// Forgets the day or month starting at `start`: the record already has its summary.
+    pub(super) fn forget_period(&mut self, month: bool, start: i64) {
+        if month {
+            self.months.remove(&start);
+        } else {
+            self.days.remove(&start);
+        }
+    }
+
+    /// Summarises the days starting before `day` and the months starting before `month` that
+    /// were never summarised (the agent stopped before their end).
+    pub(super) fn close_due(&mut self, day: i64, month: i64, ruleset: &str, out: &mut Vec<Output>) {
+        let days: Vec<i64> = self.days.range(..day).map(|(&d, _)| d).collect();
+        for d in days {
+            let end = super::time::next_day(self.tz, d);
+            self.close_period(false, d, end, ruleset, out);
+        }
+        let months: Vec<i64> = self.months.range(..month).map(|(&m, _)| m).collect();
+        for m in months {
+            let end = super::time::next_month(self.tz, m);
+            self.close_period(true, m, end, ruleset, out);
+        }
+    }
+
     /// Emits the summary of the day or month starting at `start` and ending at `end`, summed
     /// from the hours closed in it (`month`: a month, else a day).
     pub(super) fn close_period(
@@ -880,14 +956,17 @@ impl BinTracker {
         } else {
             &mut self.days
         };
-        let Some(acc) = map.remove(&start) else {
+        let Some(hours) = map.remove(&start) else {
             return;
         };
         map.retain(|&s, _| s >= end);
+        let acc = PeriodAcc::of(&hours, &mut self.calendar);
         let [sealed, charging, breach, unknown, suspect, maintenance] = acc.state_ms;
         let [held, lost, interrupted, suspect_cycles, reconciled] = acc.outcomes;
         let known = sealed + charging + breach;
-        let judgeable = acc.covered_ms - maintenance;
+        // Of the whole period, not only of the hours with data: a day with one hour of data
+        // is not complete.
+        let judgeable = (end - start) - maintenance;
         let summary = BinSummary {
             bin: self.rules.key.clone(),
             start_ms: start,

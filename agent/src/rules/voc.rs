@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 
 use super::time::{day_start, is_february, minute_start, month_start, HourCalendar, MINUTE_MS};
-use super::windows::OpenWindow;
+use super::windows::Windows;
 use super::{AnalyzerRules, FlagCounts, Hours, Output, PollutantValue, SingleLimitOn};
 use crate::config::profile::StatusMap;
 use crate::model::{Flag, InstrumentState, Reading};
@@ -131,13 +131,41 @@ struct HourAcc {
     others: BTreeMap<&'static str, Vec<(f64, f64, f64, bool)>>,
 }
 
-/// A day or a month: its valid hours (or days), exceeded hours, single exceedances.
+/// What a closed NMHC hour adds to its day and month. Days and months keep their hours by
+/// start time, so an hour counted again (taken from the record at a restart) replaces itself
+/// instead of adding up twice.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct NmhcHourSeed {
+    /// (avg, min, max, saturated) of a valid hour.
+    pub valid: Option<(f64, f64, f64, bool)>,
+    /// The hourly average was over the hourly limit.
+    pub exceeded: bool,
+    /// Single-value exceedances that started in it.
+    pub single_exceedances: u32,
+    /// A clock jump or a restart cut it.
+    pub interrupted: bool,
+}
+
+/// A month: its hours, and its closed days' valid values.
 #[derive(Debug, Default, Clone)]
-struct PeriodAcc {
-    valid: Vec<Valid>,
-    hours_exceeded: u32,
-    single_exceedances: u32,
-    interrupted: bool,
+struct MonthAcc {
+    hours: Hours<NmhcHourSeed>,
+    days: Hours<Option<(f64, f64, f64, bool)>>,
+}
+
+fn valid_of(v: (f64, f64, f64, bool)) -> Valid {
+    (v.0, v.1, v.2, v.3, false)
+}
+
+/// (exceeded hours, single exceedances, interrupted) of a run of hours.
+fn hour_totals<'a>(hours: impl Iterator<Item = &'a NmhcHourSeed>) -> (u32, u32, bool) {
+    hours.fold((0, 0, false), |(e, s, i), h| {
+        (
+            e + u32::from(h.exceeded),
+            s + h.single_exceedances,
+            i || h.interrupted,
+        )
+    })
 }
 
 fn mean(values: &[Valid]) -> Option<(f64, f64, f64, bool)> {
@@ -158,8 +186,8 @@ pub(super) struct AnalyzerTracker {
     tz: Tz,
     minute: Option<MinuteAcc>,
     hours: Hours<HourAcc>,
-    days: Hours<PeriodAcc>,
-    months: Hours<PeriodAcc>,
+    days: Hours<Hours<NmhcHourSeed>>,
+    months: Hours<MonthAcc>,
     exceedance: Option<(i64, f64)>,
     closed_until: i64,
     /// Whether the profile maps a status register, and its latest state (`None`: unreadable)
@@ -168,7 +196,7 @@ pub(super) struct AnalyzerTracker {
     status: Option<(Option<InstrumentState>, i64)>,
     reported_state: Option<InstrumentState>,
     /// The window open on this analyzer.
-    pub(super) window: Option<OpenWindow>,
+    pub(super) window: Windows,
     /// Samples later than their minute's closing (not judged).
     pub(super) late_samples: u64,
 }
@@ -189,7 +217,7 @@ impl AnalyzerTracker {
             has_status,
             status: None,
             reported_state: None,
-            window: None,
+            window: Windows::default(),
             late_samples: 0,
         }
     }
@@ -237,7 +265,7 @@ impl AnalyzerTracker {
         }
         if self.has_status {
             match self.status {
-                Some((Some(state), t)) if at - t <= self.stale_after_ms => {
+                Some((Some(state), t)) if at.saturating_sub(t) <= self.stale_after_ms => {
                     if state != InstrumentState::Normal {
                         return state.flag();
                     }
@@ -246,9 +274,9 @@ impl AnalyzerTracker {
                 _ => return Flag::D,
             }
         }
-        match &self.window {
-            Some(w) if at >= w.started_ms => w.kind.flag(),
-            _ => base,
+        match self.window.covering(at) {
+            Some((kind, _)) => kind.flag(),
+            None => base,
         }
     }
 
@@ -315,6 +343,14 @@ impl AnalyzerTracker {
         out: &mut Vec<Output>,
     ) {
         let limit = self.rules.single_limit;
+        if saturated && value <= limit {
+            // At least the top of the range, which is not above the limit: whether the value is
+            // over it cannot be told, so a running exceedance goes on and none starts.
+            if let Some((_, peak)) = &mut self.exceedance {
+                *peak = peak.max(value);
+            }
+            return;
+        }
         if value > limit {
             match &mut self.exceedance {
                 Some((_, peak)) => *peak = peak.max(value),
@@ -466,22 +502,15 @@ impl AnalyzerTracker {
             (true, false) => Flag::N,
             (false, _) => acc.minute_flags.dominant_invalid(),
         };
-        for (map, start) in [
-            (&mut self.days, day_start(self.tz, hour)),
-            (&mut self.months, month_start(self.tz, hour)),
-        ] {
-            let period = map.entry(start).or_default();
-            period.single_exceedances += acc.single_exceedances;
-            period.hours_exceeded += u32::from(exceeded);
-            period.interrupted |= acc.interrupted;
-        }
-        if let (true, Some((a, lo, hi, sat))) = (valid, stats) {
-            self.days
-                .entry(day_start(self.tz, hour))
-                .or_default()
-                .valid
-                .push((a, lo, hi, sat, exceeded));
-        }
+        self.seed_hour(
+            hour,
+            NmhcHourSeed {
+                valid: stats.filter(|_| valid),
+                exceeded,
+                single_exceedances: acc.single_exceedances,
+                interrupted: acc.interrupted,
+            },
+        );
         out.push(Output::NmhcHour {
             analyzer: self.rules.key.clone(),
             hour_ms: hour,
@@ -522,20 +551,71 @@ impl AnalyzerTracker {
         });
     }
 
+    /// Adds a closed hour to its day and month (again: it replaces itself).
+    pub(super) fn seed_hour(&mut self, hour: i64, seed: NmhcHourSeed) {
+        self.days
+            .entry(day_start(self.tz, hour))
+            .or_default()
+            .insert(hour, seed);
+        self.months
+            .entry(month_start(self.tz, hour))
+            .or_default()
+            .hours
+            .insert(hour, seed);
+        self.closed_until = self.closed_until.max(self.calendar.of(hour).1);
+    }
+
+    /// Adds a closed day's value (`None`: not valid) to its month.
+    pub(super) fn seed_day(&mut self, day: i64, valid: Option<(f64, f64, f64, bool)>) {
+        self.months
+            .entry(month_start(self.tz, day))
+            .or_default()
+            .days
+            .insert(day, valid);
+        self.days.remove(&day);
+    }
+
+    /// Forgets the day or month starting at `start`: the record already has its summary.
+    pub(super) fn forget_period(&mut self, month: bool, start: i64) {
+        if month {
+            self.months.remove(&start);
+        } else {
+            self.days.remove(&start);
+        }
+    }
+
+    /// Summarises the days starting before `day` and the months starting before `month` that
+    /// were never summarised (the agent stopped before their end).
+    pub(super) fn close_due(&mut self, day: i64, month: i64, ruleset: &str, out: &mut Vec<Output>) {
+        let days: Vec<i64> = self.days.range(..day).map(|(&d, _)| d).collect();
+        for d in days {
+            self.close_day(d, ruleset, out);
+        }
+        let months: Vec<i64> = self.months.range(..month).map(|(&m, _)| m).collect();
+        for m in months {
+            self.close_month(m, ruleset, out);
+        }
+    }
+
+    /// Takes samples again from `at` on (a restart: what came before is in the record).
+    pub(super) fn resume_at(&mut self, at: i64) {
+        self.closed_until = self.closed_until.max(at);
+    }
+
     /// Emits the day starting at `day` (its hours all closed).
     pub(super) fn close_day(&mut self, day: i64, ruleset: &str, out: &mut Vec<Output>) {
-        let acc = self.days.remove(&day).unwrap_or_default();
+        let hours = self.days.remove(&day).unwrap_or_default();
         self.days.retain(|&d, _| d > day);
-        let valid_hours = acc.valid.len() as u32;
+        let valid_values: Vec<Valid> = hours
+            .values()
+            .filter_map(|h| h.valid)
+            .map(valid_of)
+            .collect();
+        let valid_hours = valid_values.len() as u32;
         let valid = valid_hours >= VALID_HOURS_PER_DAY;
-        let stats = mean(&acc.valid);
-        if let (true, Some((a, lo, hi, sat))) = (valid, stats) {
-            self.months
-                .entry(month_start(self.tz, day))
-                .or_default()
-                .valid
-                .push((a, lo, hi, sat, false));
-        }
+        let stats = mean(&valid_values);
+        let (hours_exceeded, single_exceedances, interrupted) = hour_totals(hours.values());
+        self.seed_day(day, stats.filter(|_| valid));
         out.push(Output::NmhcDay {
             analyzer: self.rules.key.clone(),
             day_ms: day,
@@ -548,10 +628,10 @@ impl AnalyzerTracker {
                 (true, false) => Flag::N,
                 (false, _) => Flag::D,
             },
-            hours_exceeded: acc.hours_exceeded,
-            single_exceedances: acc.single_exceedances,
+            hours_exceeded,
+            single_exceedances,
             hourly_limit: self.rules.hourly_limit,
-            interrupted: acc.interrupted,
+            interrupted,
             ruleset: ruleset.to_owned(),
         });
     }
@@ -565,9 +645,11 @@ impl AnalyzerTracker {
         } else {
             VALID_DAYS_PER_MONTH
         };
-        let valid_days = acc.valid.len() as u32;
+        let valid_values: Vec<Valid> = acc.days.values().flatten().copied().map(valid_of).collect();
+        let valid_days = valid_values.len() as u32;
         let valid = valid_days >= needed;
-        let stats = mean(&acc.valid);
+        let stats = mean(&valid_values);
+        let (hours_exceeded, single_exceedances, _) = hour_totals(acc.hours.values());
         out.push(Output::NmhcMonth {
             analyzer: self.rules.key.clone(),
             month_ms: month,
@@ -579,8 +661,8 @@ impl AnalyzerTracker {
                 (true, false) => Flag::N,
                 (false, _) => Flag::D,
             },
-            hours_exceeded: acc.hours_exceeded,
-            single_exceedances: acc.single_exceedances,
+            hours_exceeded,
+            single_exceedances,
             ruleset: ruleset.to_owned(),
         });
     }

@@ -77,6 +77,18 @@ pub fn http_request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
+    http_request_with(method, base, path, body, &[], timeout)
+}
+
+/// [`http_request`] with extra headers (name, value), e.g. the control token.
+pub fn http_request_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, String), ClientError> {
     let (addr, host) = parse_url(base)?;
     let io = |source| ClientError::Io {
         url: base.to_owned(),
@@ -90,9 +102,14 @@ pub fn http_request(
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let body = body.unwrap_or("");
+    let extra: String = extra
+        .iter()
+        .filter(|(k, v)| !(k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n'])))
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .map_err(io)?;

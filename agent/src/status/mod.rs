@@ -14,6 +14,7 @@
 //! event stream ends when the agent stops, so shutdown never waits on a browser.
 
 pub mod client;
+pub mod control;
 pub mod history;
 pub mod table;
 
@@ -51,9 +52,19 @@ pub enum StatusError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The control token could not be written.
+    #[error("cannot write the control token {}: {source}", path.display())]
+    Token {
+        /// The token file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
 }
 
 struct Shared {
+    /// The control token of this run (see [`control`]).
+    token: String,
     config: SiteConfig,
     points: Arc<PointTable>,
     state: PlantState,
@@ -64,7 +75,7 @@ struct Shared {
 /// A window command for the pipeline, with where to send what became of it (the outputs
 /// sealed, or why not).
 pub type WindowRequest = (
-    crate::pipeline::WindowCommand,
+    crate::rules::WindowCommand,
     tokio::sync::oneshot::Sender<Result<Vec<Output>, String>>,
 );
 
@@ -633,20 +644,17 @@ async fn api_history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQ
     }
 }
 
-/// `POST /api/maintenance`: opens or closes a window (a [`crate::pipeline::WindowCommand`] as
-/// JSON). Taken only from this machine (the `sealwatch maintenance` command) until the page has
-/// operator login; answers the sealed outputs, or 400 with why.
+/// `POST /api/maintenance`: opens or closes a window (a [`crate::rules::WindowCommand`] as
+/// JSON). Taken only from this machine with the control token (the `sealwatch maintenance`
+/// command; see [`control`]); answers the sealed outputs, or 400 with why.
 async fn api_maintenance(
     State(shared): State<Arc<Shared>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !peer.ip().is_loopback() {
-        return (
-            StatusCode::FORBIDDEN,
-            "windows are opened from this machine only (sealwatch maintenance), until the status page has operator login",
-        )
-            .into_response();
+    if let Err(why) = control::check(peer.ip().is_loopback(), &headers, &shared.token) {
+        return (StatusCode::FORBIDDEN, why.to_string()).into_response();
     }
     if body.len() > 16 * 1024 {
         return (
@@ -655,7 +663,7 @@ async fn api_maintenance(
         )
             .into_response();
     }
-    let command: crate::pipeline::WindowCommand = match serde_json::from_slice(&body) {
+    let command: crate::rules::WindowCommand = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {
             return (
@@ -717,7 +725,12 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| StatusError::Bind { addr, source })?;
+    let token = control::write_token(&config.store.path).map_err(|source| StatusError::Token {
+        path: control::token_path(&config.store.path),
+        source,
+    })?;
     let shared = Arc::new(Shared {
+        token,
         config,
         points,
         state,

@@ -826,6 +826,48 @@ impl Store {
         Ok(out)
     }
 
+    /// Every point's readings with `at_ms` in `[from_ms, to_ms]`, as `(database point id,
+    /// sample)` in time order (the engine's warm-up after a restart). Keep the span short: all
+    /// of it is held in memory.
+    pub fn readings_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, chunk::Sample)>, StoreError> {
+        self.check_readings_layout()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT first_ms, body FROM reading_blocks WHERE last_ms >= ?1 AND first_ms <= ?2 UNION ALL SELECT first_ms, body FROM reading_frames WHERE last_ms >= ?1 AND first_ms <= ?2")
+            .map_err(self.sql("reading readings"))?;
+        let rows = stmt
+            .query_map(params![from_ms, to_ms], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(self.sql("reading readings"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (first_ms, body) = row.map_err(self.sql("reading readings"))?;
+            let corrupt = |source| StoreError::Corrupt {
+                path: self.path.clone(),
+                point: "(all points)".to_owned(),
+                first_ms,
+                source,
+            };
+            for entry in frame::entries(first_ms, &body) {
+                let entry = entry.map_err(corrupt)?;
+                let samples = entry.samples().map_err(corrupt)?;
+                out.extend(
+                    samples
+                        .into_iter()
+                        .filter(|s| (from_ms..=to_ms).contains(&s.at_ms))
+                        .map(|s| (entry.point_id, s)),
+                );
+            }
+        }
+        out.sort_by_key(|(id, s)| (s.at_ms, *id));
+        Ok(out)
+    }
+
     /// Rule outputs (JSON, as emitted) with `at_ms` in `[from_ms, to_ms]`, optionally of one kind,
     /// in the order they were emitted.
     pub fn outputs(
@@ -842,6 +884,32 @@ impl Store {
             .query_map(params![from_ms, to_ms, kind], |r| r.get(0))
             .map_err(self.sql("reading rule outputs"))?;
         rows.collect::<Result<_, _>>()
+            .map_err(self.sql("reading rule outputs"))
+    }
+
+    /// Rule outputs of these kinds with `at_ms >= from_ms`, in the order they were emitted:
+    /// `(id, kind, body)`.
+    pub fn outputs_since(
+        &self,
+        from_ms: i64,
+        kinds: &[&str],
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".to_owned());
+        self.output_rows(
+            "SELECT id, kind, body FROM rule_outputs WHERE at_ms >= ?1 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY id LIMIT ?3",
+            params![from_ms, kinds, i64::MAX],
+        )
+    }
+
+    /// The latest `at_ms` of an output of these kinds.
+    pub fn latest_output_at(&self, kinds: &[&str]) -> Result<Option<i64>, StoreError> {
+        let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".to_owned());
+        self.conn
+            .query_row(
+                "SELECT MAX(at_ms) FROM rule_outputs WHERE kind IN (SELECT value FROM json_each(?1))",
+                params![kinds],
+                |r| r.get(0),
+            )
             .map_err(self.sql("reading rule outputs"))
     }
 
