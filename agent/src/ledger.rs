@@ -142,7 +142,7 @@ pub fn export_period(
 ) -> Result<Manifest, LedgerError> {
     let key = sign::load(&config.evidence.key_file)?;
     let store = Store::open_read_only(&config.store.path)?;
-    let mut header = ExportHeader::of_site(config, from_ms, to_ms);
+    let mut header = export_header(config, from_ms, to_ms);
     header.chain_head = store.evidence_head()?;
     header.exported_at_ms = now_ms;
     let bounds = store.evidence_seq_bounds(from_ms, to_ms)?.unwrap_or((0, 0));
@@ -236,4 +236,20 @@ pub fn declare_new_chain(
         .ok_or_else(|| LedgerError::Input("the new chain's first record was not stored".into()))?;
     anchor_new_chain(&store)?;
     Ok(NewChain { record, previous })
+}
+
+/// The header of a bundle of `config`'s site for `[from_ms, to_ms]` (chain head and export time
+/// filled in at export).
+fn export_header(config: &SiteConfig, from_ms: i64, to_ms: i64) -> ExportHeader {
+    ExportHeader {
+        site: config.site.id.clone(),
+        plant: config.site.name.clone(),
+        permit_number: config.site.permit_number.clone(),
+        permit_class: format!("{:?}", config.site.permit_class).to_lowercase(),
+        time_zone: config.site.time_zone,
+        from_ms,
+        to_ms,
+        chain_head: crate::evidence::Head::EMPTY,
+        exported_at_ms: 0,
+    }
 }

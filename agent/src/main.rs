@@ -535,13 +535,13 @@ fn check_config(path: &Path) -> ExitCode {
 
 fn replay(config_path: &Path, readings: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     use sealwatch_agent::replay::ReplayItem;
-    use sealwatch_agent::rules::{Engine, Replay, RulesConfig};
+    use sealwatch_agent::rules::{Engine, Replay};
     use std::io::Write as _;
 
     let cfg = config::load(config_path)?;
     let points = cfg.point_table();
     let input = sealwatch_agent::replay::read_replay(readings, &points)?;
-    let rules = RulesConfig::new(&cfg, &points);
+    let rules = cfg.rules_config(&points);
     let engine = Engine::new(&rules);
     let ruleset = engine.ruleset().to_owned();
     let mut replay = Replay::new(engine, points.points.iter().map(|p| p.device).collect());

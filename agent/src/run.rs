@@ -18,7 +18,7 @@ use crate::model::PointTable;
 use crate::model::Reading;
 use crate::pipeline::Pipeline;
 use crate::poll::spawn_buses;
-use crate::rules::{Engine, RulesConfig, Window};
+use crate::rules::{Engine, Window};
 use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
 use crate::store::{spawn_writer, Limits, Store, StoreError};
@@ -156,7 +156,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         evidence_retention: config.evidence.retention,
         compact_every: config.store.compact_interval,
     };
-    let rules = RulesConfig::new(&config, &points);
+    let rules = config.rules_config(&points);
     let mut engine = Engine::new(&rules).live();
     // Windows open at the last stop first: the warm-up replays readings they covered.
     for (window, since) in &open_windows {

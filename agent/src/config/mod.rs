@@ -8,6 +8,7 @@
 
 pub mod profile;
 pub mod raw;
+mod rules_of;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};

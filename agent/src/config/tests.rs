@@ -526,7 +526,7 @@ fn the_seal_node_profile_reads_the_level_and_its_fault_indicators_and_the_rules_
     ));
     let config = load(&Site::new(GOOD, ANALYZER).config_path()).unwrap();
     let points = config.point_table();
-    let rules = crate::rules::RulesConfig::new(&config, &points);
+    let rules = config.rules_config(&points);
     let role_of = |name: &str| {
         let id = points.by_key(&format!("f1-b1/{name}")).unwrap();
         rules.roles[id.0 as usize]

@@ -21,8 +21,7 @@ use super::windows::Windows;
 use super::{
     BinRules, FlagCounts, Hours, LatchField, Output, RuleSettings, SealState, Signal, Signature,
 };
-use crate::config::profile::FaultIndicator;
-use crate::model::{Flag, Reading, SensorPart};
+use crate::model::{FaultIndicator, Flag, Reading, SensorPart};
 
 /// The latest reading of one input.
 #[derive(Debug, Clone, Copy)]

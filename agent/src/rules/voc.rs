@@ -25,8 +25,7 @@ use chrono_tz::Tz;
 use super::time::{day_start, is_february, minute_start, month_start, HourCalendar, MINUTE_MS};
 use super::windows::Windows;
 use super::{AnalyzerRules, FlagCounts, Hours, Output, PollutantValue, SingleLimitOn};
-use crate::config::profile::StatusMap;
-use crate::model::{Flag, InstrumentState, Reading};
+use crate::model::{Flag, InstrumentState, Reading, StatusMap};
 
 /// Valid minutes a valid hour needs (HJ 76 annex B; also 75 % of 60).
 pub(super) const VALID_MINUTES_PER_HOUR: u32 = 45;

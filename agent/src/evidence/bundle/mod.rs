@@ -190,23 +190,6 @@ pub struct ExportHeader {
     pub exported_at_ms: i64,
 }
 
-impl ExportHeader {
-    /// The header of `config`'s site.
-    pub fn of_site(config: &crate::config::SiteConfig, from_ms: i64, to_ms: i64) -> Self {
-        ExportHeader {
-            site: config.site.id.clone(),
-            plant: config.site.name.clone(),
-            permit_number: config.site.permit_number.clone(),
-            permit_class: format!("{:?}", config.site.permit_class).to_lowercase(),
-            time_zone: config.site.time_zone,
-            from_ms,
-            to_ms,
-            chain_head: Head::EMPTY,
-            exported_at_ms: 0,
-        }
-    }
-}
-
 /// A file being written, hashed as it goes.
 struct Hashed {
     file: std::io::BufWriter<std::fs::File>,
