@@ -7,6 +7,11 @@
 
 /// A Modbus data table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Table {
     /// Read/write single bits (function codes 01, 05, 0F).
     Coil,

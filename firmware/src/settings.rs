@@ -104,6 +104,11 @@ impl fmt::Display for BaudRate {
 
 /// Serial line parity (8 data bits; no parity means 2 stop bits on a conforming line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Parity {
     /// No parity.
     None,

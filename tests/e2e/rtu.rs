@@ -8,8 +8,8 @@ use std::time::Duration;
 use sealwatch_agent::model::{Fault, Flag, Outcome};
 
 use crate::harness::{
-    ensure_key, now_ms, python, start_agent, stored, wait_for_reading, wait_until, workspace, Proc,
-    Sim,
+    ensure_key, get_json, now_ms, python, start_agent, status_url, stored, wait_for_reading,
+    wait_until, workspace, Proc, Sim,
 };
 
 const TIMEOUT_MS: u64 = 200;
@@ -362,51 +362,77 @@ fn rtu_an_adapter_that_vanishes_and_returns_is_reopened_and_polling_resumes() {
     assert!(run.agent.try_exit().is_none(), "the agent kept running");
 }
 
+/// A socat pty pair in `dir`: (socat, the peer's end, the agent's end).
+fn pty_pair(dir: &Path) -> (Proc, PathBuf, PathBuf) {
+    let (server_tty, agent_tty) = (dir.join("ttyS"), dir.join("ttyA"));
+    let mut socat = std::process::Command::new("socat");
+    socat
+        .arg("-d")
+        .arg("-d")
+        .arg(format!("pty,raw,echo=0,link={}", server_tty.display()))
+        .arg(format!("pty,raw,echo=0,link={}", agent_tty.display()));
+    let socat = Proc::spawn("socat", socat);
+    wait_until(Duration::from_secs(10), "socat's pty pair", || {
+        (server_tty.exists() && agent_tty.exists()).then_some(())
+    });
+    (socat, server_tty, agent_tty)
+}
+
+/// Starts `tests/peers/<script>` on `tty` and waits for the JSON line it prints once serving.
+fn pymodbus_peer(script: &str, tty: &Path, args: &[&str]) -> (Proc, serde_json::Value) {
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(workspace().join("tests/peers").join(script))
+        .arg(tty)
+        .args(args);
+    let peer = Proc::spawn(script, cmd);
+    let hello = wait_until(Duration::from_secs(30), "pymodbus to serve", || {
+        peer.stdout_lines()
+            .first()
+            .and_then(|l| serde_json::from_str(l).ok())
+    });
+    (peer, hello)
+}
+
+/// A site in `dir` with one RTU bus `peer` on `tty` (19200 8N1 plus `bus_extra`), the profile
+/// `peer` made of `points`, and `devices`.
+fn peer_site(dir: &Path, points: &str, tty: &Path, bus_extra: &str, devices: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(
+        dir.join("profiles/peer.toml"),
+        format!("description = \"pymodbus peer\"\n{points}"),
+    )
+    .unwrap();
+    let config = dir.join("site.toml");
+    ensure_key(dir);
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nid = \"interop\"\nname = \"Interop\"\npermit_number = \"X\"\npermit_class = \"key\"\n\n[store]\npath = \"site.db\"\ncommit_interval_ms = 200\n\n[status]\nlisten = \"127.0.0.1:0\"\n\n[[buses]]\nname = \"peer\"\ntype = \"rtu\"\nport = \"{}\"\nbaud = 19200\nparity = \"none\"\n{bus_extra}\n{devices}",
+            tty.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 // Interoperability: an independent Modbus RTU server (pymodbus) on a socat pty pair.
 
 #[test]
 fn rtu_the_agent_reads_exactly_what_a_pymodbus_rtu_server_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let (server_tty, agent_tty) = (dir.path().join("ttyS"), dir.path().join("ttyA"));
-    let mut socat = std::process::Command::new("socat");
-    socat
-        .arg("-d")
-        .arg("-d")
-        .arg(format!("pty,raw,echo=0,link={}", server_tty.display()));
-    socat.arg(format!("pty,raw,echo=0,link={}", agent_tty.display()));
-    let _socat = Proc::spawn("socat", socat);
-    wait_until(Duration::from_secs(10), "socat's pty pair", || {
-        (server_tty.exists() && agent_tty.exists()).then_some(())
-    });
-    let mut cmd = std::process::Command::new(python());
-    cmd.arg(workspace().join("tests/peers/pymodbus_rtu_server.py"))
-        .arg(&server_tty);
-    let peer = Proc::spawn("pymodbus RTU server", cmd);
-    let hello: serde_json::Value = wait_until(Duration::from_secs(30), "pymodbus to serve", || {
-        peer.stdout_lines()
-            .first()
-            .and_then(|l| serde_json::from_str(l).ok())
-    });
-    std::fs::create_dir(dir.path().join("profiles")).unwrap();
-    std::fs::write(
-        dir.path().join("profiles/peer.toml"),
-        "description = \"pymodbus peer\"\n[[points]]\nname = \"f32_cdab\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\nword_order = \"CDAB\"\n[[points]]\nname = \"i32_abcd\"\ntable = \"holding\"\naddress = 2\ntype = \"i32\"\nword_order = \"ABCD\"\n[[points]]\nname = \"u16\"\ntable = \"holding\"\naddress = 4\n",
-    )
-    .unwrap();
+    let (_socat, server_tty, agent_tty) = pty_pair(dir.path());
+    let (_peer, hello) = pymodbus_peer("pymodbus_rtu_server.py", &server_tty, &[]);
     let devices: String = [(1, "good"), (2, "refusing"), (3, "other")]
         .iter()
         .map(|(unit, name)| format!("[[devices]]\nname = \"{name}\"\nbus = \"peer\"\nunit_id = {unit}\nprofile = \"peer\"\npoll_interval_ms = 300\n\n"))
         .collect();
-    let config = dir.path().join("site.toml");
-    ensure_key(dir.path());
-    std::fs::write(
-        &config,
-        format!(
-            "[site]\nid = \"interop\"\nname = \"Interop\"\npermit_number = \"X\"\npermit_class = \"key\"\n\n[store]\npath = \"site.db\"\ncommit_interval_ms = 200\n\n[status]\nlisten = \"\"\n\n[[buses]]\nname = \"peer\"\ntype = \"rtu\"\nport = \"{}\"\nbaud = 19200\nparity = \"none\"\ntimeout_ms = 500\n\n{devices}",
-            agent_tty.display()
-        ),
-    )
-    .unwrap();
+    let config = peer_site(
+        dir.path(),
+        "[[points]]\nname = \"f32_cdab\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\nword_order = \"CDAB\"\n[[points]]\nname = \"i32_abcd\"\ntable = \"holding\"\naddress = 2\ntype = \"i32\"\nword_order = \"ABCD\"\n[[points]]\nname = \"u16\"\ntable = \"holding\"\naddress = 4\n",
+        &agent_tty,
+        "timeout_ms = 500\n",
+        &devices,
+    );
     let mut agent = start_agent(&config);
     let db = dir.path().join("site.db");
     let value_of = |point: &str| -> Option<f64> {
@@ -459,4 +485,61 @@ fn rtu_the_agent_reads_exactly_what_a_pymodbus_rtu_server_serves() {
         good.iter().all(|v| Some(*v) == hello["u16"].as_f64()),
         "{good:?}"
     );
+}
+
+/// An independent slave (pymodbus) answers every other read of register 0 after 500 ms, more
+/// than two of the agent's 200 ms timeouts, while the agent polls every 100 ms. Every register holds 1000 plus
+/// its address, so a late answer taken for the next request would show as a value of 1000 for
+/// register 100. None may: the late answers are heard, counted and thrown away.
+#[test]
+fn rtu_an_answer_later_than_two_timeouts_is_never_stored_for_another_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_socat, server_tty, agent_tty) = pty_pair(dir.path());
+    let (_peer, hello) = pymodbus_peer("pymodbus_late_slave.py", &server_tty, &["500"]);
+    let base = hello["base"].as_f64().unwrap();
+    let config = peer_site(
+        dir.path(),
+        "[[points]]\nname = \"slow\"\ntable = \"holding\"\naddress = 0\n[[points]]\nname = \"far\"\ntable = \"holding\"\naddress = 100\n",
+        &agent_tty,
+        "timeout_ms = 200\nmax_gap = 0\n",
+        "[[devices]]\nname = \"late\"\nbus = \"peer\"\nunit_id = 1\nprofile = \"peer\"\npoll_interval_ms = 100\n",
+    );
+    let mut agent = start_agent(&config);
+    let url = status_url(&mut agent);
+    let db = dir.path().join("site.db");
+    // Run until register 0 has timed out many times and register 100 has been read many times.
+    wait_until(Duration::from_secs(60), "20 reads of register 100", || {
+        if let Some(status) = agent.try_exit() {
+            panic!("agent exited with {status}:\n{}", agent.stderr());
+        }
+        let far = values(&db, "late/far", 0).len();
+        let timeouts = stored(&db, "late/slow")
+            .iter()
+            .filter(|r| r.outcome == Outcome::Fault(Fault::Timeout))
+            .count();
+        (far >= 20 && timeouts >= 8).then_some(())
+    });
+    for (point, address) in [("late/slow", 0.0), ("late/far", 100.0)] {
+        let wrong: Vec<(i64, f64)> = values(&db, point, 0)
+            .into_iter()
+            .filter(|(_, v)| *v != base + address)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} values stored for {point} that are not its register's, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+    }
+    // The late answers were heard and counted as such.
+    let health = wait_until(Duration::from_secs(20), "late replies counted", || {
+        let state = get_json(&format!("{url}/api/state"));
+        let device = state["devices"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == "late")?
+            .clone();
+        (device["late_replies"].as_u64() > Some(0)).then_some(device)
+    });
+    assert_eq!(health["bad_frames"].as_u64(), Some(0), "{health}");
 }

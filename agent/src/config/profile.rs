@@ -7,7 +7,7 @@
 
 use sealwatch_firmware::registers::{self as fw, SEAL_NODE_POINTS, SEAL_NODE_POINTS_APPENDED};
 
-use super::raw::{RawPoint, RawProfile};
+use super::raw::{Choice, RawPoint, RawProfile};
 use super::source::KeyPath;
 use super::Issues;
 pub use crate::model::{FaultBit, FaultIndicator, StatusMap};
@@ -19,7 +19,8 @@ pub const SEAL_NODE_PROFILE: &str = "seal-node";
 pub use sealwatch_firmware::registers::Table;
 
 /// How the registers of a point are interpreted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ValueType {
     /// One bit.
     Bool,
@@ -48,34 +49,25 @@ impl ValueType {
             ValueType::U64 | ValueType::F64 => 4,
         }
     }
-
-    fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "bool" => ValueType::Bool,
-            "u16" => ValueType::U16,
-            "i16" => ValueType::I16,
-            "u32" => ValueType::U32,
-            "i32" => ValueType::I32,
-            "u64" => ValueType::U64,
-            "f32" => ValueType::F32,
-            "f64" => ValueType::F64,
-            _ => return None,
-        })
-    }
 }
 
 /// Order of bytes and words of multi-register values, named by where the bytes of the big-endian
 /// value `A B C D` end up on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum WordOrder {
     /// Big-endian: high word first, high byte first.
     #[default]
+    #[serde(alias = "abcd")]
     Abcd,
     /// Words swapped (low word first), bytes big-endian within each word.
+    #[serde(alias = "cdab")]
     Cdab,
     /// Bytes swapped within each word, high word first.
+    #[serde(alias = "badc")]
     Badc,
     /// Little-endian: low word first, low byte first.
+    #[serde(alias = "dcba")]
     Dcba,
 }
 
@@ -88,16 +80,6 @@ impl WordOrder {
     /// Whether the two bytes inside each register are swapped.
     pub fn bytes_swapped(self) -> bool {
         matches!(self, WordOrder::Badc | WordOrder::Dcba)
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        Some(match text.to_ascii_uppercase().as_str() {
-            "ABCD" => WordOrder::Abcd,
-            "CDAB" => WordOrder::Cdab,
-            "BADC" => WordOrder::Badc,
-            "DCBA" => WordOrder::Dcba,
-            _ => return None,
-        })
     }
 }
 
@@ -296,48 +278,30 @@ pub(super) fn validate_profile(name: &str, raw: RawProfile, issues: &mut Issues<
 }
 
 fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Option<PointDef> {
-    let table = Table::from_name(&raw.table);
-    if table.is_none() {
-        issues.push(
-            path.key("table"),
-            format!(
-                "unknown table '{}'; expected coil, discrete_input, holding or input",
-                raw.table
-            ),
-        );
-    }
-    let value_type = match &raw.value_type {
-        None => Some(if table.is_some_and(Table::is_bits) {
-            ValueType::Bool
-        } else {
-            ValueType::U16
-        }),
-        Some(t) => {
-            let parsed = ValueType::parse(t);
-            if parsed.is_none() {
-                issues.push(
-                    path.key("type"),
-                    format!(
-                        "unknown type '{t}'; expected bool, u16, i16, u32, i32, u64, f32 or f64"
-                    ),
-                );
-            }
-            parsed
+    let table = match raw.table {
+        Choice::Known(table) => Some(table),
+        unknown => {
+            unknown.or_report(issues, path.key("table"), "table", Table::Holding);
+            None
         }
     };
-    let word_order = match &raw.word_order {
-        None => Some(WordOrder::Abcd),
-        Some(w) => {
-            let parsed = WordOrder::parse(w);
-            if parsed.is_none() {
-                issues.push(
-                    path.key("word_order"),
-                    format!("unknown word order '{w}'; expected ABCD, CDAB, BADC or DCBA"),
-                );
-            }
-            parsed
+    let value_type = match raw.value_type {
+        None if table.is_some_and(Table::is_bits) => Some(ValueType::Bool),
+        None => Some(ValueType::U16),
+        Some(Choice::Known(t)) => Some(t),
+        Some(unknown) => {
+            unknown.or_report(issues, path.key("type"), "type", ValueType::U16);
+            None
         }
     };
+    let word_order = raw.word_order.map_or(WordOrder::Abcd, |w| {
+        w.or_report(
+            issues,
+            path.key("word_order"),
+            "word order",
+            WordOrder::Abcd,
+        )
+    });
     let address = u16::try_from(raw.address).ok();
     if address.is_none() {
         issues.push(
@@ -348,7 +312,7 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
             ),
         );
     }
-    let (table, value_type, word_order, address) = (table?, value_type?, word_order?, address?);
+    let (table, value_type, address) = (table?, value_type?, address?);
     if table.is_bits() != (value_type == ValueType::Bool) {
         issues.push(
             path.key("type"),
@@ -510,17 +474,10 @@ fn validate_fault(
 fn validate_status(
     path: &KeyPath,
     entries: Option<Vec<super::raw::RawStatusEntry>>,
-    otherwise: Option<String>,
+    otherwise: Option<Choice<InstrumentState>>,
     integer: bool,
     issues: &mut Issues<'_>,
 ) -> Option<StatusMap> {
-    let state = |at: KeyPath, text: &str, issues: &mut Issues<'_>| {
-        let s = InstrumentState::parse(text);
-        if s.is_none() {
-            issues.push(at, format!("unknown state '{text}'; expected normal, calibration, maintenance, stopped or fault (or N, C, M, F, D)"));
-        }
-        s
-    };
     let Some(entries) = entries else {
         if otherwise.is_some() {
             issues.push(
@@ -539,17 +496,18 @@ fn validate_status(
     }
     let mut map = StatusMap {
         entries: Vec::new(),
-        otherwise: match &otherwise {
-            Some(text) => {
-                state(path.key("status_otherwise"), text, issues).unwrap_or(InstrumentState::Fault)
-            }
-            None => InstrumentState::Fault,
-        },
+        otherwise: otherwise.map_or(InstrumentState::Fault, |s| {
+            s.or_report(
+                issues,
+                path.key("status_otherwise"),
+                "state",
+                InstrumentState::Fault,
+            )
+        }),
     };
     let mut seen: Vec<u64> = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
         let here = path.key("status").index(i);
-        let parsed = state(here.key("state"), &entry.state, issues);
         let mut values = Vec::new();
         for v in entry.values {
             match u64::try_from(v) {
@@ -570,8 +528,11 @@ fn validate_status(
                 "an entry needs at least one value".to_owned(),
             );
         }
-        if let Some(s) = parsed {
-            map.entries.push((values, s));
+        match entry.state {
+            Choice::Known(state) => map.entries.push((values, state)),
+            unknown => {
+                unknown.or_report(issues, here.key("state"), "state", InstrumentState::Fault);
+            }
         }
     }
     Some(map)

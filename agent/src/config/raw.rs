@@ -5,7 +5,89 @@
 //! Integers that have a legal range are read as `i64` so that `validate` can say what is wrong
 //! ("unit id 300 is outside 1–247") instead of a generic type error.
 
-use serde::Deserialize;
+use sealwatch_firmware::registers::Table;
+use sealwatch_firmware::Parity;
+use serde::de::value::StrDeserializer;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use super::profile::{ValueType, WordOrder};
+use super::PermitClass;
+use crate::model::InstrumentState;
+use crate::rules::{PointKind, SingleLimitOn};
+
+/// The transport of a bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// Modbus TCP (a device or a serial gateway on the network).
+    Tcp,
+    /// Modbus RTU on a serial line.
+    Rtu,
+}
+
+/// A value of a closed set (a serde enum), or the text that names none of its members. Parsing
+/// goes on past an unknown name, so validation can report it with every other problem;
+/// [`Choice::or_report`] turns it into the value or an issue at its key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice<T> {
+    /// A member of the set.
+    Known(T),
+    /// Text naming no member, and serde's account of what was expected.
+    Unknown {
+        /// What was written.
+        text: String,
+        /// What the set accepts.
+        why: String,
+    },
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let member = T::deserialize(StrDeserializer::<serde::de::value::Error>::new(&text));
+        Ok(match member {
+            Ok(v) => Choice::Known(v),
+            Err(e) => Choice::Unknown {
+                why: e.to_string(),
+                text,
+            },
+        })
+    }
+}
+
+impl<T> Choice<T> {
+    /// The member, or `default` with an issue at `key` naming what was written and expected.
+    /// `what` names the setting, optionally with a gloss in parentheses that ends the message:
+    /// `"permit class (key 重点管理, …)"`.
+    pub(crate) fn or_report(
+        self,
+        issues: &mut super::Issues<'_>,
+        key: super::source::KeyPath,
+        what: &str,
+        default: T,
+    ) -> T {
+        match self {
+            Choice::Known(v) => v,
+            Choice::Unknown { text, why } => {
+                let expected = why
+                    .split_once(", expected ")
+                    .map_or(why.as_str(), |(_, e)| e)
+                    .replace('`', "");
+                let (what, gloss) = what.split_once(" (").map_or((what, ""), |(w, g)| (w, g));
+                let gloss = gloss
+                    .strip_suffix(')')
+                    .map(|g| format!(" ({g})"))
+                    .unwrap_or_default();
+                issues.push(
+                    key,
+                    format!("unknown {what} '{text}'; expected {expected}{gloss}"),
+                );
+                default
+            }
+        }
+    }
+}
 
 /// A whole site configuration file.
 #[derive(Debug, Deserialize)]
@@ -52,7 +134,7 @@ pub struct RawSite {
     /// Pollutant discharge permit number (排污许可证编号).
     pub permit_number: String,
     /// Permit class: `key` (重点管理), `simplified` (简化管理) or `registration` (登记管理).
-    pub permit_class: String,
+    pub permit_class: Choice<PermitClass>,
     /// IANA time zone of the plant, for local hours in summaries. Default `Asia/Shanghai`.
     pub time_zone: Option<String>,
 }
@@ -213,7 +295,7 @@ pub struct RawBus {
     pub name: String,
     /// `tcp` (Modbus TCP) or `rtu` (Modbus RTU on a serial line).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Choice<BusKind>,
     /// tcp: `host:port` of the device or gateway.
     pub address: Option<String>,
     /// rtu: serial device path, e.g. `/dev/ttyUSB0`.
@@ -221,7 +303,7 @@ pub struct RawBus {
     /// rtu: baud rate (1200–115200). Default 9600.
     pub baud: Option<i64>,
     /// rtu: `none`, `even` or `odd`. Default `none`.
-    pub parity: Option<String>,
+    pub parity: Option<Choice<Parity>>,
     /// rtu: 7 or 8. Default 8.
     pub data_bits: Option<i64>,
     /// rtu: 1 or 2. Default 1.
@@ -302,10 +384,10 @@ pub struct RawAnalyzer {
     pub nmhc_single_limit_mg_m3: Option<f64>,
     /// Where it measures: `in_plant` (厂区内, GB 37822 A.1), `furnace_top` (炉顶, process) or
     /// `boundary` (企业边界). Default `in_plant`.
-    pub point_kind: Option<String>,
+    pub point_kind: Option<Choice<PointKind>>,
     /// Whether the single-value limit applies to each `sample` or to each `minute` value.
     /// Default `sample`.
-    pub single_limit_applies_to: Option<String>,
+    pub single_limit_applies_to: Option<Choice<SingleLimitOn>>,
 }
 
 /// A device profile file, `profiles/<name>.toml`.
@@ -326,16 +408,16 @@ pub struct RawPoint {
     /// Point name, unique within the profile.
     pub name: String,
     /// `coil`, `discrete_input`, `holding` or `input`.
-    pub table: String,
+    pub table: Choice<Table>,
     /// 0-based protocol address of the first register or bit (0–65535).
     pub address: i64,
     /// `bool`, `u16`, `i16`, `u32`, `i32`, `u64`, `f32` or `f64`. Default `bool` for coils and
     /// discrete inputs, `u16` for registers.
     #[serde(rename = "type")]
-    pub value_type: Option<String>,
+    pub value_type: Option<Choice<ValueType>>,
     /// For multi-register types: `ABCD` (big-endian), `CDAB` (word-swapped), `BADC`
     /// (byte-swapped) or `DCBA` (little-endian). Default `ABCD`.
-    pub word_order: Option<String>,
+    pub word_order: Option<Choice<WordOrder>>,
     /// Engineering value = raw × scale + offset. Default 1.
     pub scale: Option<f64>,
     /// Default 0.
@@ -361,7 +443,7 @@ pub struct RawPoint {
     /// exceedances.
     pub status: Option<Vec<RawStatusEntry>>,
     /// State of a status value no entry names. Default `fault`.
-    pub status_otherwise: Option<String>,
+    pub status_otherwise: Option<Choice<InstrumentState>>,
 }
 
 /// One bit (or group of bits) of a fault bit field.
@@ -383,5 +465,5 @@ pub struct RawStatusEntry {
     /// The register values.
     pub values: Vec<i64>,
     /// The state they mean.
-    pub state: String,
+    pub state: Choice<InstrumentState>,
 }

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{load, ConfigError, ConfigIssue};
+use std::collections::BTreeMap;
+
+use super::{load, load_str, ConfigError, ConfigIssue, ProfileSource, SiteConfig};
 
 /// A valid site; tests append or replace lines to break it in one place.
 const GOOD: &str = r#"[site]
@@ -58,29 +60,55 @@ table = "holding"
 address = 2
 "#;
 
+/// A site held in memory: the config text and its `analyzer` profile, validated by `load_str`
+/// as if they were `/plant/site.toml` and `/plant/profiles/analyzer.toml`.
 struct Site {
-    dir: tempfile::TempDir,
+    config: String,
+    profiles: BTreeMap<String, String>,
 }
 
 impl Site {
     fn new(config: &str, analyzer: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("profiles")).unwrap();
-        std::fs::write(dir.path().join("site.toml"), config).unwrap();
-        std::fs::write(dir.path().join("profiles/analyzer.toml"), analyzer).unwrap();
-        Site { dir }
+        Site {
+            config: config.to_owned(),
+            profiles: BTreeMap::from([("analyzer".to_owned(), analyzer.to_owned())]),
+        }
     }
 
     fn config_path(&self) -> PathBuf {
-        self.dir.path().join("site.toml")
+        PathBuf::from("/plant/site.toml")
+    }
+
+    fn profile_path(&self) -> PathBuf {
+        PathBuf::from("/plant/profiles/analyzer.toml")
+    }
+
+    fn load(&self) -> Result<SiteConfig, ConfigError> {
+        let source = ProfileDirInMemory(&self.profiles);
+        load_str(&self.config_path(), self.config.clone(), &source)
     }
 
     fn issues(&self) -> Vec<ConfigIssue> {
-        match load(&self.config_path()) {
+        match self.load() {
             Ok(_) => panic!("config was accepted"),
             Err(ConfigError::Invalid(issues)) => issues,
             Err(other) => panic!("unexpected error {other}"),
         }
+    }
+}
+
+/// Profiles in memory, placed as a profiles folder next to `/plant/site.toml` would be.
+struct ProfileDirInMemory<'a>(&'a BTreeMap<String, String>);
+
+impl ProfileSource for ProfileDirInMemory<'_> {
+    fn file_of(&self, profiles_dir: &str, name: &str) -> PathBuf {
+        Path::new("/plant")
+            .join(profiles_dir)
+            .join(format!("{name}.toml"))
+    }
+
+    fn read(&self, file: &Path) -> Option<String> {
+        self.0.read(file)
     }
 }
 
@@ -114,7 +142,7 @@ fn assert_issue(issue: &ConfigIssue, file: &Path, line: usize, key: &str, says: 
 #[test]
 fn the_good_config_loads() {
     let site = Site::new(GOOD, ANALYZER);
-    let config = load(&site.config_path()).unwrap();
+    let config = site.load().unwrap();
     assert_eq!(config.devices.len(), 2);
     assert_eq!(config.devices[1].profile.points.len(), 2);
     assert_eq!(config.furnaces[0].bins[0].seal_level_min_mm, 800);
@@ -233,7 +261,7 @@ fn overlapping_points_are_reported_in_the_profile_file() {
     let profile = ANALYZER.replace("address = 2", "address = 1");
     let site = Site::new(GOOD, &profile);
     let issue = only_issue(&site);
-    let file = site.dir.path().join("profiles/analyzer.toml");
+    let file = site.profile_path();
     assert_issue(
         &issue,
         &file,
@@ -248,7 +276,7 @@ fn duplicate_point_name_in_profile() {
     let profile = ANALYZER.replace("name = \"status\"", "name = \"nmhc\"");
     let site = Site::new(GOOD, &profile);
     let issue = only_issue(&site);
-    let file = site.dir.path().join("profiles/analyzer.toml");
+    let file = site.profile_path();
     assert_issue(
         &issue,
         &file,
@@ -316,7 +344,7 @@ fn rtu_settings_are_validated() {
         &site.config_path(),
         line_of(&text, "mark", 0),
         "buses[1].parity",
-        "none, even or odd",
+        "expected one of none, odd, even",
     );
 }
 
@@ -426,7 +454,7 @@ fn a_device_timeout_out_of_range_is_named() {
         "expected 10–60000 ms",
     );
     let text = GOOD.replace("unit_id = 9\n", "unit_id = 9\ntimeout_ms = 2500\n");
-    let config = load(&Site::new(&text, ANALYZER).config_path()).unwrap();
+    let config = Site::new(&text, ANALYZER).load().unwrap();
     assert_eq!(
         config.devices[1].timeout,
         Some(std::time::Duration::from_millis(2500))
@@ -442,7 +470,7 @@ fn a_status_mapping_with_an_unknown_state_or_overlapping_values_is_refused_in_th
     );
     let site = Site::new(GOOD, &profile);
     let issues = site.issues();
-    let file = site.dir.path().join("profiles/analyzer.toml");
+    let file = site.profile_path();
     let text = |i: &ConfigIssue| i.to_string();
     assert!(
         issues.iter().any(|i| i.file == file
@@ -490,7 +518,7 @@ fn per_analyzer_limits_must_be_positive_and_the_point_kind_known() {
         "device = \"f1-nmhc\"\n",
         "device = \"f1-nmhc\"\nnmhc_hourly_limit_mg_m3 = 6\nnmhc_single_limit_mg_m3 = 20\npoint_kind = \"boundary\"\n",
     );
-    let config = load(&Site::new(&text, ANALYZER).config_path()).unwrap();
+    let config = Site::new(&text, ANALYZER).load().unwrap();
     let a = &config.furnaces[0].analyzers[0];
     assert_eq!((a.hourly_limit, a.single_limit), (6.0, 20.0));
     assert_eq!(a.point_kind, crate::rules::PointKind::Boundary);
@@ -502,7 +530,7 @@ fn a_key_managed_site_keeps_evidence_five_years() {
     let site = Site::new(&text, ANALYZER);
     let issue = only_issue(&site);
     assert!(issue.to_string().contains("排污许可管理条例"), "{issue}");
-    let config = load(&Site::new(GOOD, ANALYZER).config_path()).unwrap();
+    let config = Site::new(GOOD, ANALYZER).load().unwrap();
     assert_eq!(
         config.evidence.retention.as_secs(),
         1825 * 86_400,
@@ -524,7 +552,7 @@ fn the_seal_node_profile_reads_the_level_and_its_fault_indicators_and_the_rules_
         node.point("fault_bits").and_then(|p| p.fault.clone()),
         Some(FaultIndicator::Bits(bits)) if bits.iter().any(|b| b.part == SensorPart::Level)
     ));
-    let config = load(&Site::new(GOOD, ANALYZER).config_path()).unwrap();
+    let config = Site::new(GOOD, ANALYZER).load().unwrap();
     let points = config.point_table();
     let rules = config.rules_config(&points);
     let role_of = |name: &str| {
@@ -544,4 +572,74 @@ fn the_seal_node_profile_reads_the_level_and_its_fault_indicators_and_the_rules_
             "{fault}"
         );
     }
+}
+
+#[test]
+fn a_device_serving_two_bins_or_a_bin_and_an_analyzer_is_refused() {
+    let text = GOOD.replace("device = \"f1-nmhc\"", "device = \"f1-b1\"");
+    let issues = Site::new(&text, ANALYZER).issues();
+    let shared = issues
+        .iter()
+        .find(|i| i.message.contains("already serves bin F1/B1"))
+        .unwrap_or_else(|| panic!("{issues:#?}"));
+    assert_eq!(shared.key, "furnaces[0].analyzers[0].device", "{shared}");
+}
+
+#[test]
+fn a_status_register_with_a_scale_is_refused() {
+    let analyzer = format!(
+        "{ANALYZER}scale = 0.1\nstatus = [{{ values = [0], state = \"normal\" }}, {{ values = [1], state = \"C\" }}]\n"
+    );
+    let site = Site::new(GOOD, &analyzer);
+    let issue = only_issue(&site);
+    assert_eq!(issue.file, site.profile_path(), "{issue}");
+    assert_eq!(issue.key, "points[1].scale", "{issue}");
+    assert!(issue.message.contains("takes no scale"), "{issue}");
+}
+
+#[test]
+fn an_analyzer_range_ending_at_or_below_its_single_limit_is_refused() {
+    // range_max 30 with the single-value limit 30: a saturated reading reads 30 whether the
+    // gas is at 30 or at 300.
+    let analyzer = ANALYZER.replace(
+        "word_order = \"CDAB\"",
+        "word_order = \"CDAB\"\nrange_max = 30.0",
+    );
+    let text = format!("{GOOD}nmhc_single_limit_mg_m3 = 30.0\n");
+    let site = Site::new(&text, &analyzer);
+    let issue = only_issue(&site);
+    assert_eq!(issue.key, "furnaces[0].analyzers[0].device", "{issue}");
+    assert!(issue.message.contains("ends at 30 mg/m³"), "{issue}");
+    // A range above the limit is fine.
+    let wider = ANALYZER.replace(
+        "word_order = \"CDAB\"",
+        "word_order = \"CDAB\"\nrange_max = 50.0",
+    );
+    Site::new(&text, &wider).load().unwrap();
+}
+
+#[test]
+fn an_unknown_name_in_a_closed_set_is_reported_with_every_other_problem() {
+    let text = GOOD
+        .replace("permit_class = \"key\"", "permit_class = \"big\"")
+        .replace("unit_id = 9", "unit_id = 0");
+    let analyzer = ANALYZER.replace("type = \"f32\"", "type = \"float\"");
+    let issues = Site::new(&text, &analyzer).issues();
+    let says = |key: &str, text: &str| {
+        issues
+            .iter()
+            .any(|i| i.key == key && i.message.contains(text))
+    };
+    assert!(
+        says(
+            "site.permit_class",
+            "unknown permit class 'big'; expected one of key, simplified, registration"
+        ),
+        "{issues:#?}"
+    );
+    assert!(says("devices[1].unit_id", "outside 1–247"), "{issues:#?}");
+    assert!(
+        says("points[0].type", "unknown type 'float'"),
+        "{issues:#?}"
+    );
 }

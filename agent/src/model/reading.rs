@@ -92,14 +92,19 @@ impl fmt::Display for Flag {
 #[serde(rename_all = "snake_case")]
 pub enum InstrumentState {
     /// Measuring (N).
+    #[serde(alias = "N")]
     Normal,
     /// Zero or span calibration: values are calibration gas (C).
+    #[serde(alias = "C")]
     Calibration,
     /// Maintenance (M).
+    #[serde(alias = "M")]
     Maintenance,
     /// Stopped (F).
+    #[serde(alias = "F")]
     Stopped,
     /// The instrument reports a fault (D).
+    #[serde(alias = "D")]
     Fault,
 }
 

@@ -88,7 +88,7 @@ impl Default for RuleSettings {
 }
 
 /// Where an analyzer measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PointKind {
     /// 厂区内: in the plant, 1 m outside an opening (GB 37822-2019 A.1, the limits' home).
@@ -122,7 +122,7 @@ impl PointKind {
 }
 
 /// What an analyzer's single-value limit is compared with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SingleLimitOn {
     /// Every valid sample.
