@@ -487,39 +487,41 @@ fn rtu_the_agent_reads_exactly_what_a_pymodbus_rtu_server_serves() {
     );
 }
 
-/// An independent slave (pymodbus) answers every other read of register 0 after 500 ms, more
-/// than two of the agent's 200 ms timeouts, while the agent polls every 100 ms. Every register holds 1000 plus
-/// its address, so a late answer taken for the next request would show as a value of 1000 for
-/// register 100. None may: the late answers are heard, counted and thrown away.
+/// An independent slave (pymodbus) answers reads of register 100 after 500 ms, more than two of
+/// the agent's 200 ms timeouts, while the agent polls every 100 ms; register 0, read first, is
+/// answered at once. Every register holds 1000 plus its address, so a late answer taken for the
+/// next request would show as a value of 1100 for register 0. None may: the late answers are
+/// heard, counted and thrown away.
 #[test]
 fn rtu_an_answer_later_than_two_timeouts_is_never_stored_for_another_request() {
     let dir = tempfile::tempdir().unwrap();
     let (_socat, server_tty, agent_tty) = pty_pair(dir.path());
     let (_peer, hello) = pymodbus_peer("pymodbus_late_slave.py", &server_tty, &["500"]);
     let base = hello["base"].as_f64().unwrap();
+    assert_eq!(hello["late_register"].as_u64(), Some(100));
     let config = peer_site(
         dir.path(),
-        "[[points]]\nname = \"slow\"\ntable = \"holding\"\naddress = 0\n[[points]]\nname = \"far\"\ntable = \"holding\"\naddress = 100\n",
+        "[[points]]\nname = \"prompt\"\ntable = \"holding\"\naddress = 0\n[[points]]\nname = \"late\"\ntable = \"holding\"\naddress = 100\n",
         &agent_tty,
-        "timeout_ms = 200\nmax_gap = 0\n",
-        "[[devices]]\nname = \"late\"\nbus = \"peer\"\nunit_id = 1\nprofile = \"peer\"\npoll_interval_ms = 100\n",
+        "timeout_ms = 200\nmax_gap = 0\ndegrade_after = 100\n",
+        "[[devices]]\nname = \"slave\"\nbus = \"peer\"\nunit_id = 1\nprofile = \"peer\"\npoll_interval_ms = 100\n",
     );
     let mut agent = start_agent(&config);
     let url = status_url(&mut agent);
     let db = dir.path().join("site.db");
-    // Run until register 0 has timed out many times and register 100 has been read many times.
-    wait_until(Duration::from_secs(60), "20 reads of register 100", || {
+    // Run until register 100 has timed out many times and register 0 has been read many times.
+    wait_until(Duration::from_secs(60), "12 reads of register 0", || {
         if let Some(status) = agent.try_exit() {
             panic!("agent exited with {status}:\n{}", agent.stderr());
         }
-        let far = values(&db, "late/far", 0).len();
-        let timeouts = stored(&db, "late/slow")
+        let prompt = stored(&db, "slave/prompt").len();
+        let timeouts = stored(&db, "slave/late")
             .iter()
             .filter(|r| r.outcome == Outcome::Fault(Fault::Timeout))
             .count();
-        (far >= 20 && timeouts >= 8).then_some(())
+        (prompt >= 12 && timeouts >= 6).then_some(())
     });
-    for (point, address) in [("late/slow", 0.0), ("late/far", 100.0)] {
+    for (point, address) in [("slave/prompt", 0.0), ("slave/late", 100.0)] {
         let wrong: Vec<(i64, f64)> = values(&db, point, 0)
             .into_iter()
             .filter(|(_, v)| *v != base + address)
@@ -531,13 +533,14 @@ fn rtu_an_answer_later_than_two_timeouts_is_never_stored_for_another_request() {
             &wrong[..wrong.len().min(5)]
         );
     }
-    // The late answers were heard and counted as such.
+    // Register 0 was read, and the late answers were heard and counted as such.
+    assert!(values(&db, "slave/prompt", 0).len() >= 10);
     let health = wait_until(Duration::from_secs(20), "late replies counted", || {
         let state = get_json(&format!("{url}/api/state"));
         let device = state["devices"]
             .as_array()?
             .iter()
-            .find(|d| d["name"] == "late")?
+            .find(|d| d["name"] == "slave")?
             .clone();
         (device["late_replies"].as_u64() > Some(0)).then_some(device)
     });

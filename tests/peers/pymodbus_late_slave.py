@@ -3,10 +3,9 @@ late-reply test. Usage: pymodbus_late_slave.py TTY DELAY_MS (19200 baud, 8N1; a 
 the line settings).
 
 Unit 1 holds registers 0..=100, register N holding 1000 + N, so every value names the register it
-came from. A read that starts at register 0 is answered only after DELAY_MS; every other read at
-once; every other read of register 0 is answered late (the first, third, …), so a master that
-stops a device's poll at a timeout still gets to read the other registers. A master that takes
-the late answer for its next request stores 1000 where it asked for another register. Prints one JSON line once the port is open, then serves until killed.
+came from. A read that starts at register 100 is answered only after DELAY_MS, every other read
+at once. A master that takes the late answer for its next request stores 1100 where it asked
+for another register. Prints one JSON line once the port is open, then serves until killed.
 """
 import asyncio
 import json
@@ -20,14 +19,13 @@ REGISTERS = 101
 BASE = 1000
 
 
-def late_at_zero(delay_s):
-    reads = {"zero": 0}
+LATE_REGISTER = 100
 
+
+def late_at(delay_s):
     async def action(_fc, _start, address, _count, _registers, _set_values):
-        if address == 0:
-            reads["zero"] += 1
-            if reads["zero"] % 2 == 1:
-                await asyncio.sleep(delay_s)
+        if address == LATE_REGISTER:
+            await asyncio.sleep(delay_s)
         return None
 
     return action
@@ -38,7 +36,7 @@ async def main(tty, delay_ms):
     slave = SimDevice(
         id=1,
         simdata=[SimData(address=0, values=values, datatype=DataType.REGISTERS)],
-        action=late_at_zero(delay_ms / 1000.0),
+        action=late_at(delay_ms / 1000.0),
     )
     server = ModbusSerialServer(
         [slave],
@@ -49,7 +47,10 @@ async def main(tty, delay_ms):
     )
     if not await server.listen():
         raise SystemExit(f"pymodbus server could not open {tty}")
-    print(json.dumps({"base": BASE, "registers": REGISTERS, "delay_ms": delay_ms}), flush=True)
+    print(
+        json.dumps({"base": BASE, "late_register": LATE_REGISTER, "delay_ms": delay_ms}),
+        flush=True,
+    )
     await asyncio.Event().wait()
 
 

@@ -209,7 +209,10 @@ fn time_get_answers_local_time_and_time_set_is_recorded_not_applied() {
     assert!(draft.body.contains("\"applied\":false"), "{}", draft.body);
 }
 
-async fn next_frame(sock: &mut tokio::net::TcpStream, reader: &mut FrameReader) -> Frame {
+async fn next_frame(
+    sock: &mut (impl tokio::io::AsyncRead + Unpin),
+    reader: &mut FrameReader,
+) -> Frame {
     let mut buf = [0u8; 2048];
     loop {
         if let Some(f) = reader.next_frame() {
@@ -224,7 +227,7 @@ async fn next_frame(sock: &mut tokio::net::TcpStream, reader: &mut FrameReader) 
     }
 }
 
-async fn send(sock: &mut tokio::net::TcpStream, f: &Frame) {
+async fn send(sock: &mut (impl tokio::io::AsyncWrite + Unpin), f: &Frame) {
     for p in codec::build(f).unwrap() {
         sock.write_all(p.as_bytes()).await.unwrap();
     }
@@ -519,4 +522,65 @@ fn a_realtime_cp_carries_rtd_and_flag_of_each_pollutant() {
         cp.render(),
         "DataTime=20260101080000;a24088-Rtd=1.235,a24088-Flag=N;a05002-Flag=B"
     );
+}
+
+/// The session is generic over its byte stream: here an in-memory pipe. A 9014 for another QN
+/// does not count; the value is resent with its QN, and only the matching 9014 moves the
+/// position; a platform that hangs up ends the session as lost.
+#[tokio::test]
+async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("site.db");
+    let mut store = Store::open(&db).unwrap();
+    store
+        .append(&[], &[minute("F1/NMHC", T0, Some(1.5), Flag::N)], &[])
+        .unwrap();
+    let limits = Limits {
+        raw_retention: Duration::from_secs(86_400),
+        disk_budget_bytes: 1 << 30,
+        evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: crate::store::COMPACT_EVERY,
+    };
+    let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_millis(50), limits);
+    let config = Hj212UplinkConfig {
+        name: "pipe".into(),
+        address: "unused:1".into(),
+        pw: "123456".into(),
+        st: "27".into(),
+        version: VERSION_2017,
+        timeout: Duration::from_millis(200),
+        retries: 5,
+        reconnect_max: Duration::from_secs(1),
+        realtime: None,
+        mn: mns(),
+    };
+    let mut uplink = Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone());
+    let (ours, mut platform) = tokio::io::duplex(8192);
+    let stop = CancellationToken::new();
+    let session = tokio::spawn(async move {
+        let mut acked = Some(0);
+        let end = uplink.session(ours, &stop, &mut acked).await;
+        (end, acked)
+    });
+    let mut reader = FrameReader::new();
+    let first = next_frame(&mut platform, &mut reader).await;
+    let mut wrong = Frame::data_response(&first, VERSION_2017);
+    wrong.qn = "20260101080000999".into();
+    send(&mut platform, &wrong).await;
+    let again = next_frame(&mut platform, &mut reader).await;
+    assert_eq!(again, first, "resent with the same QN");
+    send(&mut platform, &Frame::data_response(&first, VERSION_2017)).await;
+    // Hang up at once: frames already sent reach the session before the end of the stream.
+    drop(platform);
+    let (end, acked) = tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .expect("the session ends when the platform hangs up")
+        .unwrap();
+    assert!(
+        matches!(end, session::End::Lost(session::Lost::Closed)),
+        "{end:?}"
+    );
+    assert_eq!(acked, Some(1));
+    drop(handle);
+    writer.await.unwrap();
 }
