@@ -923,6 +923,28 @@ enum WritePlan {
 }
 
 impl WritePlan {
+    /// The Modbus request that writes it.
+    fn request(&self) -> Request<'_> {
+        match self {
+            WritePlan::Registers(a, v) if v.len() == 1 => Request::WriteSingleRegister {
+                address: *a,
+                value: v[0],
+            },
+            WritePlan::Registers(a, v) => Request::WriteMultipleRegisters {
+                start: *a,
+                values: Words::from_values(v),
+            },
+            WritePlan::Coils(a, v) if v.len() == 1 => Request::WriteSingleCoil {
+                address: *a,
+                value: v[0],
+            },
+            WritePlan::Coils(a, v) => Request::WriteMultipleCoils {
+                start: *a,
+                values: Bits::from_values(v),
+            },
+        }
+    }
+
     fn text(&self) -> String {
         match self {
             WritePlan::Registers(a, v) => format!(
@@ -958,111 +980,14 @@ impl WritePlan {
 pub async fn run(args: CommissionArgs) -> Result<(), CommissionError> {
     let CommissionArgs { target, command } = args;
     let mut r = resolve(&target).await?;
-    let stdout = std::io::stdout();
     match command {
-        CommissionCommand::Scan { units } => {
-            let units = parse_units(&units)?;
-            let bar = indicatif::ProgressBar::new(units.len() as u64);
-            if std::io::stderr().is_terminal() {
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} scanning {msg} [{bar:30}] {pos}/{len} units, {eta} left",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_message(r.line.target().to_owned());
-            } else {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            }
-            let target_text = r.line.target().to_owned();
-            let found = scan(&mut r.line, &units, |unit, f| {
-                bar.inc(1);
-                if let Some(f) = f {
-                    let id = f.identification.as_ref().map_or_else(
-                        || "no identification (no reply)".to_owned(),
-                        Identification::text,
-                    );
-                    bar.println(format!("unit {unit:>3}: {} — {id}", f.probe));
-                    if bar.is_hidden() {
-                        let _ = writeln!(stdout.lock(), "unit {unit:>3}: {} — {id}", f.probe);
-                    }
-                }
-            })
-            .await?;
-            bar.finish_and_clear();
-            let list: Vec<String> = found.iter().map(|f| f.unit.to_string()).collect();
-            if found.is_empty() {
-                return Err(CommissionError::Failed(format!(
-                    "no unit answered on {target_text} (tried {} unit ids, {} ms each); check wiring, baud rate and parity",
-                    units.len(),
-                    r.line.timeout().as_millis()
-                )));
-            }
-            writeln!(
-                stdout.lock(),
-                "found {} unit(s) on {target_text}: {}",
-                found.len(),
-                list.join(", ")
-            )?;
-            Ok(())
-        }
-        CommissionCommand::Read(spec) => {
-            let unit = unit_of(spec.unit, r.unit)?;
-            let profile = match &spec.profile {
-                Some(p) => Some(load_profile(p)?),
-                None => r.profile.clone(),
-            };
-            let text = read_once(&mut r.line, &spec, unit, profile.as_ref()).await?;
-            stdout.lock().write_all(text.as_bytes())?;
-            Ok(())
-        }
+        CommissionCommand::Scan { units } => scan_command(&mut r, &units).await,
+        CommissionCommand::Read(spec) => read_command(&mut r, &spec).await,
         CommissionCommand::Watch {
             spec,
             interval_ms,
             times,
-        } => {
-            let unit = unit_of(spec.unit, r.unit)?;
-            let profile = match &spec.profile {
-                Some(p) => Some(load_profile(p)?),
-                None => r.profile.clone(),
-            };
-            let tty = std::io::stdout().is_terminal();
-            let mut drawn_lines = 0usize;
-            let mut n = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(50)));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-                n += 1;
-                let now = chrono::Local::now().format("%H:%M:%S%.3f");
-                let body = match read_once(&mut r.line, &spec, unit, profile.as_ref()).await {
-                    Ok(text) => text,
-                    Err(e @ (CommissionError::Line(_) | CommissionError::Exception { .. })) => {
-                        format!("{e}\n")
-                    }
-                    Err(e) => return Err(e),
-                };
-                let text = format!(
-                    "unit {unit} on {} — read {n} at {now} (Ctrl-C stops)\n{body}",
-                    r.line.target()
-                );
-                let mut out = stdout.lock();
-                if tty && drawn_lines > 0 {
-                    // Back to the first line drawn, and clear to the end of the screen.
-                    write!(out, "\x1b[{drawn_lines}F\x1b[J")?;
-                }
-                out.write_all(text.as_bytes())?;
-                out.flush()?;
-                drawn_lines = text.lines().count();
-                if times.is_some_and(|t| n >= t) {
-                    break;
-                }
-            }
-            Ok(())
-        }
+        } => watch_command(&mut r, &spec, interval_ms, times).await,
         CommissionCommand::Write {
             unit,
             point,
@@ -1073,138 +998,8 @@ pub async fn run(args: CommissionArgs) -> Result<(), CommissionError> {
             yes,
         } => {
             let unit = unit_of(unit, r.unit)?;
-            let plan = match point {
-                Some(name) => {
-                    let profile = match &profile {
-                        Some(p) => load_profile(p)?,
-                        None => r.profile.clone().ok_or_else(|| {
-                            CommissionError::Usage(
-                                "--point needs --profile (or --device with --config)".into(),
-                            )
-                        })?,
-                    };
-                    let p = profile.point(&name).ok_or_else(|| {
-                        CommissionError::Usage(format!(
-                            "profile '{}' has no point '{name}'",
-                            profile.name
-                        ))
-                    })?;
-                    let [value] = values.as_slice() else {
-                        return Err(CommissionError::Usage(format!(
-                            "--point {name} takes one value, got {}",
-                            values.len()
-                        )));
-                    };
-                    match p.table {
-                        Table::Holding => {
-                            let v: f64 = value.parse().map_err(|_| {
-                                CommissionError::Usage(format!("'{value}' is not a number"))
-                            })?;
-                            WritePlan::Registers(p.address, encode_point(v, p))
-                        }
-                        Table::Coil => WritePlan::Coils(
-                            p.address,
-                            vec![parse_bit(value).ok_or_else(|| {
-                                CommissionError::Usage(format!(
-                                    "'{value}' is not a coil state; expected on/off or 1/0"
-                                ))
-                            })?],
-                        ),
-                        other => {
-                            return Err(CommissionError::Usage(format!(
-                                "point '{name}' is in the {other} table, which cannot be written"
-                            )))
-                        }
-                    }
-                }
-                None => {
-                    let address = address.ok_or_else(|| {
-                        CommissionError::Usage(
-                            "say where to write: --address A (or --point NAME)".into(),
-                        )
-                    })?;
-                    match table {
-                        TableArg::Holding => WritePlan::Registers(
-                            address,
-                            values
-                                .iter()
-                                .map(|v| {
-                                    parse_word(v).ok_or_else(|| {
-                                        CommissionError::Usage(format!(
-                                            "'{v}' is not a register value; expected 0–65535, -32768–-1 or 0x0000–0xFFFF"
-                                        ))
-                                    })
-                                })
-                                .collect::<Result<_, _>>()?,
-                        ),
-                        TableArg::Coil => WritePlan::Coils(
-                            address,
-                            values
-                                .iter()
-                                .map(|v| {
-                                    parse_bit(v).ok_or_else(|| {
-                                        CommissionError::Usage(format!(
-                                            "'{v}' is not a coil state; expected on/off or 1/0"
-                                        ))
-                                    })
-                                })
-                                .collect::<Result<_, _>>()?,
-                        ),
-                        other => {
-                            return Err(CommissionError::Usage(format!(
-                                "the {} table cannot be written; use --table holding or --table coil",
-                                other.table()
-                            )))
-                        }
-                    }
-                }
-            };
-            let what = plan.text();
-            let device = r
-                .device
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default();
-            confirm(
-                &format!(
-                    "write {what} to unit {unit}{device} on {}?",
-                    r.line.target()
-                ),
-                yes,
-            )?;
-            let request = match &plan {
-                WritePlan::Registers(a, v) if v.len() == 1 => Request::WriteSingleRegister {
-                    address: *a,
-                    value: v[0],
-                },
-                WritePlan::Registers(a, v) => Request::WriteMultipleRegisters {
-                    start: *a,
-                    values: Words::from_values(v),
-                },
-                WritePlan::Coils(a, v) if v.len() == 1 => Request::WriteSingleCoil {
-                    address: *a,
-                    value: v[0],
-                },
-                WritePlan::Coils(a, v) => Request::WriteMultipleCoils {
-                    start: *a,
-                    values: Bits::from_values(v),
-                },
-            };
-            match r.line.call(unit, &request).await {
-                Ok(Answer::Written) => {
-                    writeln!(stdout.lock(), "wrote {what} to unit {unit}")?;
-                    Ok(())
-                }
-                Ok(other) => Err(CommissionError::Failed(format!(
-                    "unexpected answer to a write: {other:?}"
-                ))),
-                Err(LinkError::Exception { code, .. }) => Err(CommissionError::Exception {
-                    unit,
-                    code,
-                    what: format!("writing {what}"),
-                }),
-                Err(e) => Err(e.into()),
-            }
+            let plan = write_plan(&r, point, profile, table, address, &values)?;
+            write_command(&mut r, unit, plan, yes).await
         }
         CommissionCommand::Verify {
             no_switch_test,
@@ -1212,41 +1007,303 @@ pub async fn run(args: CommissionArgs) -> Result<(), CommissionError> {
             expect_vendor,
             expect_product,
         } => {
-            let (Some(unit), Some(profile), Some(device)) =
-                (r.unit, r.profile.clone(), r.device.clone())
-            else {
-                return Err(CommissionError::Usage(
-                    "verify checks a configured device: give --config FILE --device NAME".into(),
-                ));
-            };
-            let expect = Expectation {
-                vendor: expect_vendor.or_else(|| {
-                    (profile.name == SEAL_NODE_PROFILE).then(|| "sealwatch".to_owned())
-                }),
-                product: expect_product
-                    .or_else(|| (profile.name == SEAL_NODE_PROFILE).then(|| "SW-SN1".to_owned())),
-            };
-            let switch_timeout = (!no_switch_test).then(|| Duration::from_secs(switch_timeout_s));
-            let report = verify(
-                &mut r.line,
-                unit,
-                &device,
-                &profile,
-                &expect,
-                switch_timeout,
+            verify_command(
+                &mut r,
+                no_switch_test,
+                switch_timeout_s,
+                expect_vendor,
+                expect_product,
             )
-            .await;
-            stdout.lock().write_all(report.text().as_bytes())?;
-            if report.failed() > 0 {
-                Err(CommissionError::Failed(format!(
-                    "{device} failed {} of {} checks",
-                    report.failed(),
-                    report.steps.len()
-                )))
-            } else {
-                Ok(())
+            .await
+        }
+    }
+}
+
+/// `commission scan`: the units that answer, with their identification.
+async fn scan_command(r: &mut Resolved, units: &str) -> Result<(), CommissionError> {
+    let stdout = std::io::stdout();
+    let units = parse_units(units)?;
+    let bar = indicatif::ProgressBar::new(units.len() as u64);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} scanning {msg} [{bar:30}] {pos}/{len} units, {eta} left",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(r.line.target().to_owned());
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let target_text = r.line.target().to_owned();
+    let found = scan(&mut r.line, &units, |unit, f| {
+        bar.inc(1);
+        if let Some(f) = f {
+            let id = f.identification.as_ref().map_or_else(
+                || "no identification (no reply)".to_owned(),
+                Identification::text,
+            );
+            bar.println(format!("unit {unit:>3}: {} — {id}", f.probe));
+            if bar.is_hidden() {
+                let _ = writeln!(stdout.lock(), "unit {unit:>3}: {} — {id}", f.probe);
             }
         }
+    })
+    .await?;
+    bar.finish_and_clear();
+    let list: Vec<String> = found.iter().map(|f| f.unit.to_string()).collect();
+    if found.is_empty() {
+        return Err(CommissionError::Failed(format!(
+            "no unit answered on {target_text} (tried {} unit ids, {} ms each); check wiring, baud rate and parity",
+            units.len(),
+            r.line.timeout().as_millis()
+        )));
+    }
+    writeln!(
+        stdout.lock(),
+        "found {} unit(s) on {target_text}: {}",
+        found.len(),
+        list.join(", ")
+    )?;
+    Ok(())
+}
+
+/// `commission read`: one read, raw or decoded.
+async fn read_command(r: &mut Resolved, spec: &ReadSpec) -> Result<(), CommissionError> {
+    let stdout = std::io::stdout();
+    let unit = unit_of(spec.unit, r.unit)?;
+    let profile = match &spec.profile {
+        Some(p) => Some(load_profile(p)?),
+        None => r.profile.clone(),
+    };
+    let text = read_once(&mut r.line, spec, unit, profile.as_ref()).await?;
+    stdout.lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `commission watch`: reads again and again, redrawn in place on a terminal.
+async fn watch_command(
+    r: &mut Resolved,
+    spec: &ReadSpec,
+    interval_ms: u64,
+    times: Option<u64>,
+) -> Result<(), CommissionError> {
+    let stdout = std::io::stdout();
+    let unit = unit_of(spec.unit, r.unit)?;
+    let profile = match &spec.profile {
+        Some(p) => Some(load_profile(p)?),
+        None => r.profile.clone(),
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut drawn_lines = 0usize;
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(50)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        n += 1;
+        let now = chrono::Local::now().format("%H:%M:%S%.3f");
+        let body = match read_once(&mut r.line, spec, unit, profile.as_ref()).await {
+            Ok(text) => text,
+            Err(e @ (CommissionError::Line(_) | CommissionError::Exception { .. })) => {
+                format!("{e}\n")
+            }
+            Err(e) => return Err(e),
+        };
+        let text = format!(
+            "unit {unit} on {} — read {n} at {now} (Ctrl-C stops)\n{body}",
+            r.line.target()
+        );
+        let mut out = stdout.lock();
+        if tty && drawn_lines > 0 {
+            // Back to the first line drawn, and clear to the end of the screen.
+            write!(out, "\x1b[{drawn_lines}F\x1b[J")?;
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        drawn_lines = text.lines().count();
+        if times.is_some_and(|t| n >= t) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What `commission write` is to write: a point of a profile (one engineering value) or raw
+/// registers or coils at an address.
+fn write_plan(
+    r: &Resolved,
+    point: Option<String>,
+    profile: Option<String>,
+    table: TableArg,
+    address: Option<u16>,
+    values: &[String],
+) -> Result<WritePlan, CommissionError> {
+    Ok(match point {
+        Some(name) => {
+            let profile = match &profile {
+                Some(p) => load_profile(p)?,
+                None => r.profile.clone().ok_or_else(|| {
+                    CommissionError::Usage(
+                        "--point needs --profile (or --device with --config)".into(),
+                    )
+                })?,
+            };
+            let p = profile.point(&name).ok_or_else(|| {
+                CommissionError::Usage(format!("profile '{}' has no point '{name}'", profile.name))
+            })?;
+            let [value] = values else {
+                return Err(CommissionError::Usage(format!(
+                    "--point {name} takes one value, got {}",
+                    values.len()
+                )));
+            };
+            match p.table {
+                Table::Holding => {
+                    let v: f64 = value.parse().map_err(|_| {
+                        CommissionError::Usage(format!("'{value}' is not a number"))
+                    })?;
+                    WritePlan::Registers(p.address, encode_point(v, p))
+                }
+                Table::Coil => WritePlan::Coils(
+                    p.address,
+                    vec![parse_bit(value).ok_or_else(|| {
+                        CommissionError::Usage(format!(
+                            "'{value}' is not a coil state; expected on/off or 1/0"
+                        ))
+                    })?],
+                ),
+                other => {
+                    return Err(CommissionError::Usage(format!(
+                        "point '{name}' is in the {other} table, which cannot be written"
+                    )))
+                }
+            }
+        }
+        None => {
+            let address = address.ok_or_else(|| {
+                CommissionError::Usage("say where to write: --address A (or --point NAME)".into())
+            })?;
+            match table {
+                TableArg::Holding => WritePlan::Registers(
+                    address,
+                    values
+                        .iter()
+                        .map(|v| {
+                            parse_word(v).ok_or_else(|| {
+                                CommissionError::Usage(format!(
+                                    "'{v}' is not a register value; expected 0–65535, -32768–-1 or 0x0000–0xFFFF"
+                                ))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                TableArg::Coil => WritePlan::Coils(
+                    address,
+                    values
+                        .iter()
+                        .map(|v| {
+                            parse_bit(v).ok_or_else(|| {
+                                CommissionError::Usage(format!(
+                                    "'{v}' is not a coil state; expected on/off or 1/0"
+                                ))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                other => {
+                    return Err(CommissionError::Usage(format!(
+                        "the {} table cannot be written; use --table holding or --table coil",
+                        other.table()
+                    )))
+                }
+            }
+        }
+    })
+}
+
+/// `commission write`: asks, then writes the plan to `unit`.
+async fn write_command(
+    r: &mut Resolved,
+    unit: UnitId,
+    plan: WritePlan,
+    yes: bool,
+) -> Result<(), CommissionError> {
+    let stdout = std::io::stdout();
+    let what = plan.text();
+    let device = r
+        .device
+        .as_deref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    confirm(
+        &format!(
+            "write {what} to unit {unit}{device} on {}?",
+            r.line.target()
+        ),
+        yes,
+    )?;
+    let request = plan.request();
+    match r.line.call(unit, &request).await {
+        Ok(Answer::Written) => {
+            writeln!(stdout.lock(), "wrote {what} to unit {unit}")?;
+            Ok(())
+        }
+        Ok(other) => Err(CommissionError::Failed(format!(
+            "unexpected answer to a write: {other:?}"
+        ))),
+        Err(LinkError::Exception { code, .. }) => Err(CommissionError::Exception {
+            unit,
+            code,
+            what: format!("writing {what}"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `commission verify`: the configured device against its profile, with switch tests.
+async fn verify_command(
+    r: &mut Resolved,
+    no_switch_test: bool,
+    switch_timeout_s: u64,
+    expect_vendor: Option<String>,
+    expect_product: Option<String>,
+) -> Result<(), CommissionError> {
+    let stdout = std::io::stdout();
+    let (Some(unit), Some(profile), Some(device)) = (r.unit, r.profile.clone(), r.device.clone())
+    else {
+        return Err(CommissionError::Usage(
+            "verify checks a configured device: give --config FILE --device NAME".into(),
+        ));
+    };
+    let expect = Expectation {
+        vendor: expect_vendor
+            .or_else(|| (profile.name == SEAL_NODE_PROFILE).then(|| "sealwatch".to_owned())),
+        product: expect_product
+            .or_else(|| (profile.name == SEAL_NODE_PROFILE).then(|| "SW-SN1".to_owned())),
+    };
+    let switch_timeout = (!no_switch_test).then(|| Duration::from_secs(switch_timeout_s));
+    let report = verify(
+        &mut r.line,
+        unit,
+        &device,
+        &profile,
+        &expect,
+        switch_timeout,
+    )
+    .await;
+    stdout.lock().write_all(report.text().as_bytes())?;
+    if report.failed() > 0 {
+        Err(CommissionError::Failed(format!(
+            "{device} failed {} of {} checks",
+            report.failed(),
+            report.steps.len()
+        )))
+    } else {
+        Ok(())
     }
 }
 

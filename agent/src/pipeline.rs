@@ -115,17 +115,22 @@ impl Pipeline {
             );
             out.outputs.extend(self.engine.clock_jump(from, to));
         }
+        // Judged first: the engine re-flags readings (C, M, F during calibrations, maintenance
+        // and stops; D from fault indicators), and the latest values shown and sent as real-time
+        // data must carry those flags, not the poll's.
+        for batch in polls.iter_mut() {
+            let found = self.engine.ingest(batch);
+            log_outputs(&found);
+            out.outputs.extend(found);
+        }
         let points = self.points.clone();
         let health = self.state.record_polls(polls, |r| {
             points.points.get(r.point.0 as usize).map(|p| p.device)
         });
-        for (mut batch, health) in polls.drain(..).zip(health) {
+        for (batch, health) in polls.drain(..).zip(health) {
             if let Some(draft) = self.device_evidence(&batch, health) {
                 out.drafts.push(draft);
             }
-            let found = self.engine.ingest(&mut batch);
-            log_outputs(&found);
-            out.outputs.extend(found);
             out.readings.extend(batch);
         }
         // Once per hand-over, for the status page: the bins that changed, and the outputs.
@@ -373,5 +378,103 @@ mod device_tests {
         // A communication fault is not an exception streak.
         let mut polls = vec![poll(t0 + 9000, Outcome::Fault(Fault::Timeout))];
         assert!(p.handover(&mut polls, t0, Duration::ZERO).drafts.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod latest_tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::Flag;
+
+    const SITE: &str = r#"[site]
+id = "t"
+name = "T"
+permit_number = "X"
+permit_class = "key"
+
+[[buses]]
+name = "top"
+type = "tcp"
+address = "127.0.0.1:5020"
+
+[[devices]]
+name = "nmhc"
+bus = "top"
+unit_id = 9
+profile = "analyzer"
+
+[[furnaces]]
+name = "F1"
+
+[[furnaces.analyzers]]
+name = "A1"
+device = "nmhc"
+"#;
+
+    const ANALYZER: &str = r#"[[points]]
+name = "nmhc"
+table = "holding"
+address = 0
+type = "f32"
+range_max = 100.0
+
+[[points]]
+name = "status"
+table = "holding"
+address = 2
+status = [{ values = [0], state = "normal" }, { values = [1], state = "calibration" }]
+"#;
+
+    /// The latest values the page shows and HJ 212 real-time frames send carry the engine's
+    /// flags: span gas during a calibration is C there too, not the poll's N.
+    #[test]
+    fn the_latest_values_carry_the_flags_the_rules_gave() {
+        let profiles = BTreeMap::from([("analyzer".to_owned(), ANALYZER.to_owned())]);
+        let config =
+            crate::config::load_str(Path::new("/plant/site.toml"), SITE.into(), &profiles).unwrap();
+        let points = std::sync::Arc::new(config.point_table());
+        let rules = config.rules_config(&points);
+        let state = PlantState::new(
+            vec![crate::state::DeviceHealth {
+                name: "nmhc".into(),
+                connected: true,
+                ..Default::default()
+            }],
+            points.points.len(),
+            0,
+        );
+        let mut pipeline = Pipeline::new(
+            Engine::new(&rules),
+            points.clone(),
+            state.clone(),
+            vec!["nmhc".into()],
+            vec![3],
+            60_000,
+        );
+        let nmhc = points.by_key("nmhc/nmhc").unwrap();
+        let status = points.by_key("nmhc/status").unwrap();
+        let t0 = 1_767_225_600_000;
+        for k in 0..3 {
+            let at = t0 + k * 1000;
+            let mut polls = vec![vec![
+                Reading::new(at, nmhc, Outcome::Value(80.0), (None, Some(100.0))),
+                Reading::new(at, status, Outcome::Value(1.0), (None, None)),
+            ]];
+            let handover = pipeline.handover(&mut polls, at, Duration::from_secs(k as u64));
+            let stored = handover
+                .readings
+                .iter()
+                .find(|r| r.point == nmhc)
+                .unwrap()
+                .flag;
+            let shown = state.snapshot().latest[nmhc.0 as usize].unwrap().flag;
+            assert_eq!(shown, stored, "the page shows what is stored");
+            if k > 0 {
+                assert_eq!(shown, Flag::C, "span gas during a calibration");
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::poll::spawn_buses;
 use crate::rules::{Engine, Window};
 use crate::state::{DeviceHealth, PlantState};
 use crate::status::{self, StatusError};
-use crate::store::{spawn_writer, Limits, Store, StoreError};
+use crate::store::{spawn_writer, Limits, Store, StoreError, StoreHandle};
 use crate::uplink::audit::{AuditUplink, UplinkError};
 use crate::uplink::hj212::Hj212Uplink;
 
@@ -61,28 +61,14 @@ pub struct RunningAgent {
     pipeline: JoinHandle<()>,
     writer: JoinHandle<Store>,
     status: Option<JoinHandle<()>>,
-    uplink: Option<(
-        CancellationToken,
-        JoinHandle<()>,
-        Arc<std::sync::atomic::AtomicU64>,
-    )>,
+    uplink: Option<AuditTask>,
     db_path: std::path::PathBuf,
-    hj212: Vec<(CancellationToken, JoinHandle<()>)>,
+    hj212: Vec<Hj212Task>,
 }
 
 /// Opens the store, starts polling and the status page. Returns once everything runs.
 pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<RunningAgent, RunError> {
     let points = Arc::new(config.point_table());
-    let db_path = config.store.path.clone();
-    let keys: Vec<(String, Option<String>)> = points
-        .points
-        .iter()
-        .map(|p| (p.key.clone(), p.unit.clone()))
-        .collect();
-    let key = evidence::sign::load(&config.evidence.key_file)?;
-    let public_key = evidence::sign::public_hex(&key.verifying_key());
-    let site_id = config.site.id.clone();
-    let anchor = evidence::anchor::read(&config.evidence.anchor_file)?;
     let health = config
         .devices
         .iter()
@@ -98,57 +84,8 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         })
         .collect();
     let state = PlantState::new(health, points.points.len(), now_ms());
-    let store_health = state.store_health();
-    let anchor_file = config.evidence.anchor_file.clone();
-    let anchored = anchor.as_ref().map(|a| a.seq);
-    let (mut store, ids, last_start, mut facts, open_windows) =
-        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let mut store = Store::open(&db_path)?;
-            store.report_health_to(store_health);
-            let ids = store.register_points(&keys)?;
-            let head = store.enable_evidence(&site_id, key)?;
-            let last_start = store.last_evidence_of("agent_started")?;
-            let open_windows = open_windows_of(&store)?;
-            let first = store.evidence_range(0, 1)?.into_iter().next();
-            let facts = StartFacts {
-                db_hash_at_anchor: match anchored {
-                    Some(seq) => store.evidence_hash_at(seq)?,
-                    None => None,
-                },
-                db_head: Some(head),
-                db_first_seq: first.as_ref().map(|r| r.seq),
-                new_chain_declared: first
-                    .as_ref()
-                    .is_some_and(|r| r.seq == 1 && r.kind == evidence::anchor::NEW_CHAIN),
-                site: site_id,
-                anchor,
-                cursor: store.uplink_cursor(crate::uplink::audit::CURSOR)?,
-                receiver: None,
-                db_hash_at_receiver: None,
-            };
-            Ok((store, ids, last_start, facts, open_windows))
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    // Before sealing anything, ask the audit system what it holds of this site's chain.
-    if let Some(cfg) = &config.audit_uplink {
-        let asked = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            crate::uplink::audit::receiver_head(cfg, &config.site.id),
-        )
-        .await;
-        match asked {
-            Ok(Ok(answer)) => {
-                facts.db_hash_at_receiver = store.evidence_hash_at(answer.stored_through)?;
-                facts.receiver = Some((answer.stored_through, answer.head_hash));
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e.escape_debug(), "cannot ask the audit system what it holds of the chain; relying on the chain anchor and the uplink cursor"),
-            Err(_) => tracing::warn!("the audit system did not say within 5 s what it holds of the chain; relying on the chain anchor and the uplink cursor"),
-        }
-    }
-    evidence::anchor::check_start(&facts)?;
-    store.keep_anchor(anchor_file);
-    tracing::info!(path = %store.path().display(), points = ids.len(), "database open");
+    let (store, ids, last_start, open_windows, public_key) =
+        open_store(&config, &points, &state).await?;
 
     let limits = Limits {
         raw_retention: config.store.raw_retention,
@@ -209,7 +146,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         ])
         .await;
 
-    let (command_tx, mut commands) = mpsc::channel::<crate::status::WindowRequest>(16);
+    let (command_tx, commands) = mpsc::channel::<crate::status::WindowRequest>(16);
     let status = match config.status_listen {
         Some(addr) => {
             let (bound, task) = status::serve(
@@ -226,7 +163,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         None => None,
     };
 
-    let (tx, mut rx) = mpsc::channel::<Vec<Reading>>(4096);
+    let (tx, rx) = mpsc::channel::<Vec<Reading>>(4096);
     let bus_stop = stop.child_token();
     let buses = spawn_buses(&config, &points, &state, &tx, &bus_stop);
     drop(tx);
@@ -240,7 +177,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             }
         }
     }
-    let mut pipeline = Pipeline::new(
+    let pipeline = Pipeline::new(
         engine,
         points.clone(),
         state.clone(),
@@ -252,118 +189,14 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
             .collect(),
         config.rules.clock_jump_tolerance_ms,
     );
-    let uplink = match &config.audit_uplink {
-        Some(cfg) => {
-            let token = CancellationToken::new();
-            let uplink = AuditUplink::new(
-                cfg.clone(),
-                config.site.id.clone(),
-                public_key.clone(),
-                config.store.path.clone(),
-                store_handle.clone(),
-                state.clone(),
-            )?;
-            tracing::info!(url = %cfg.url, "delivering evidence to the audit system");
-            let acked = uplink.acked();
-            Some((token.clone(), tokio::spawn(uplink.run(token)), acked))
-        }
-        None => {
-            tracing::warn!("no [uplink.audit] configured: evidence is kept locally only");
-            None
-        }
-    };
-    let hj212: Vec<(CancellationToken, JoinHandle<()>)> = config
-        .hj212_uplinks
-        .iter()
-        .map(|cfg| {
-            tracing::info!(platform = %cfg.name, address = %cfg.address, analyzers = cfg.mn.len(), "delivering NMHC values to an HJ 212 platform");
-            let token = CancellationToken::new();
-            let uplink = Hj212Uplink::new(
-                cfg.clone(),
-                config.site.time_zone,
-                &config.store.path,
-                store_handle.clone(),
-            )
-            .with_live_values(live_values(&config, &points, &state));
-            (token.clone(), tokio::spawn(uplink.run(token)))
-        })
-        .collect();
+    let (uplink, hj212) = spawn_uplinks(&config, &points, &state, &store_handle, public_key)?;
     tracing::info!(
         ruleset = pipeline.engine().ruleset(),
         bins = rules.bins.len(),
         analyzers = rules.analyzers.len(),
         "rules engine ready"
     );
-    let pipeline = tokio::spawn(async move {
-        // Ends when every bus task has ended and the channel is drained. Each batch is one poll
-        // group (one device, one time): exactly the engine's unit of input.
-        // Whatever polls are waiting are taken together: one hand-over to the store for all.
-        let mut polls: Vec<Vec<Reading>> = Vec::with_capacity(POLLS_PER_HANDOVER);
-        let started = std::time::Instant::now();
-        let mut commands_open = true;
-        loop {
-            let command = tokio::select! {
-                n = rx.recv_many(&mut polls, POLLS_PER_HANDOVER) => {
-                    if n == 0 {
-                        break;
-                    }
-                    None
-                }
-                command = commands.recv(), if commands_open => match command {
-                    Some(c) => Some(c),
-                    None => {
-                        commands_open = false;
-                        None
-                    }
-                },
-            };
-            if let Some((command, reply)) = command {
-                let result = pipeline.window(&command, now_ms());
-                let answer = match result {
-                    Ok(outputs) => {
-                        let sent = store_handle
-                            .send_with_outputs(Vec::new(), outputs.clone())
-                            .await;
-                        match sent {
-                            Ok(()) => store_handle
-                                .flush()
-                                .await
-                                .map(|()| outputs)
-                                .map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = reply.send(answer);
-                continue;
-            }
-            let handover = pipeline.handover(&mut polls, now_ms(), started.elapsed());
-            if !handover.drafts.is_empty()
-                && store_handle.send_evidence(handover.drafts).await.is_err()
-            {
-                break;
-            }
-            if store_handle
-                .send_with_outputs(handover.readings, handover.outputs)
-                .await
-                .is_err()
-            {
-                tracing::error!("store writer stopped; readings can no longer be stored");
-                break;
-            }
-        }
-        let stopped = Draft::new(
-            now_ms(),
-            "agent_stopped",
-            "",
-            &serde_json::json!({ "clean": true }),
-        );
-        let _ = store_handle.send_evidence(vec![stopped]).await;
-        if let Err(e) = store_handle.flush().await {
-            tracing::error!(error = %e, "final commit failed");
-        }
-    });
+    let pipeline = tokio::spawn(drive_pipeline(pipeline, rx, commands, store_handle));
 
     let (status_addr, status) = match status {
         Some((addr, task)) => (Some(addr), Some(task)),
@@ -382,6 +215,225 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         db_path: config.store.path.clone(),
         hj212,
     })
+}
+
+/// What a start finds in the database: the store (evidence enabled, checked against the chain
+/// anchor and the audit system), the point ids, the last `agent_started` record, the windows
+/// open at the last stop, and the public key (hex).
+type Opened = (
+    Store,
+    Vec<i64>,
+    Option<EvidenceRecord>,
+    Vec<(Window, i64)>,
+    String,
+);
+
+/// Opens the database, enables evidence with the site's key and checks, before anything is
+/// sealed, that this is the chain the anchor and the audit system know.
+async fn open_store(
+    config: &SiteConfig,
+    points: &PointTable,
+    state: &PlantState,
+) -> Result<Opened, RunError> {
+    let db_path = config.store.path.clone();
+    let keys: Vec<(String, Option<String>)> = points
+        .points
+        .iter()
+        .map(|p| (p.key.clone(), p.unit.clone()))
+        .collect();
+    let key = evidence::sign::load(&config.evidence.key_file)?;
+    let public_key = evidence::sign::public_hex(&key.verifying_key());
+    let site_id = config.site.id.clone();
+    let anchor = evidence::anchor::read(&config.evidence.anchor_file)?;
+    let store_health = state.store_health();
+    let anchor_file = config.evidence.anchor_file.clone();
+    let anchored = anchor.as_ref().map(|a| a.seq);
+    let (mut store, ids, last_start, mut facts, open_windows) =
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut store = Store::open(&db_path)?;
+            store.report_health_to(store_health);
+            let ids = store.register_points(&keys)?;
+            let head = store.enable_evidence(&site_id, key)?;
+            let last_start = store.last_evidence_of("agent_started")?;
+            let open_windows = open_windows_of(&store)?;
+            let first = store.evidence_range(0, 1)?.into_iter().next();
+            let facts = StartFacts {
+                db_hash_at_anchor: match anchored {
+                    Some(seq) => store.evidence_hash_at(seq)?,
+                    None => None,
+                },
+                db_head: Some(head),
+                db_first_seq: first.as_ref().map(|r| r.seq),
+                new_chain_declared: first
+                    .as_ref()
+                    .is_some_and(|r| r.seq == 1 && r.kind == evidence::anchor::NEW_CHAIN),
+                site: site_id,
+                anchor,
+                cursor: store.uplink_cursor(crate::uplink::audit::CURSOR)?,
+                receiver: None,
+                db_hash_at_receiver: None,
+            };
+            Ok((store, ids, last_start, facts, open_windows))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    // Before sealing anything, ask the audit system what it holds of this site's chain.
+    if let Some(cfg) = &config.audit_uplink {
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::uplink::audit::receiver_head(cfg, &config.site.id),
+        )
+        .await;
+        match asked {
+            Ok(Ok(answer)) => {
+                facts.db_hash_at_receiver = store.evidence_hash_at(answer.stored_through)?;
+                facts.receiver = Some((answer.stored_through, answer.head_hash));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e.escape_debug(), "cannot ask the audit system what it holds of the chain; relying on the chain anchor and the uplink cursor"),
+            Err(_) => tracing::warn!("the audit system did not say within 5 s what it holds of the chain; relying on the chain anchor and the uplink cursor"),
+        }
+    }
+    evidence::anchor::check_start(&facts)?;
+    store.keep_anchor(anchor_file);
+    tracing::info!(path = %store.path().display(), points = ids.len(), "database open");
+    Ok((store, ids, last_start, open_windows, public_key))
+}
+
+/// The audit uplink's task: its stop token, the task, and its acknowledged position.
+type AuditTask = (
+    CancellationToken,
+    JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
+
+/// An HJ 212 uplink's task: its stop token and the task.
+type Hj212Task = (CancellationToken, JoinHandle<()>);
+
+/// The audit uplink and one HJ 212 uplink per platform, started.
+fn spawn_uplinks(
+    config: &SiteConfig,
+    points: &Arc<PointTable>,
+    state: &PlantState,
+    store_handle: &StoreHandle,
+    public_key: String,
+) -> Result<(Option<AuditTask>, Vec<Hj212Task>), RunError> {
+    let uplink = match &config.audit_uplink {
+        Some(cfg) => {
+            let token = CancellationToken::new();
+            let uplink = AuditUplink::new(
+                cfg.clone(),
+                config.site.id.clone(),
+                public_key,
+                config.store.path.clone(),
+                store_handle.clone(),
+                state.clone(),
+            )?;
+            tracing::info!(url = %cfg.url, "delivering evidence to the audit system");
+            let acked = uplink.acked();
+            Some((token.clone(), tokio::spawn(uplink.run(token)), acked))
+        }
+        None => {
+            tracing::warn!("no [uplink.audit] configured: evidence is kept locally only");
+            None
+        }
+    };
+    let hj212: Vec<Hj212Task> = config
+        .hj212_uplinks
+        .iter()
+        .map(|cfg| {
+            tracing::info!(platform = %cfg.name, address = %cfg.address, analyzers = cfg.mn.len(), "delivering NMHC values to an HJ 212 platform");
+            let token = CancellationToken::new();
+            let uplink = Hj212Uplink::new(
+                cfg.clone(),
+                config.site.time_zone,
+                &config.store.path,
+                store_handle.clone(),
+            )
+            .with_live_values(live_values(config, points, state));
+            (token.clone(), tokio::spawn(uplink.run(token)))
+        })
+        .collect();
+    Ok((uplink, hj212))
+}
+
+/// The pipeline's loop: takes the polls the bus tasks hand over (whatever is waiting, at most
+/// [`POLLS_PER_HANDOVER`] at once) and the window commands of the status page, and gives the
+/// store what the pipeline concluded. Ends when every bus task has ended and the channel is
+/// drained (or the store writer is gone), sealing `agent_stopped`.
+async fn drive_pipeline(
+    mut pipeline: Pipeline,
+    mut rx: mpsc::Receiver<Vec<Reading>>,
+    mut commands: mpsc::Receiver<crate::status::WindowRequest>,
+    store_handle: StoreHandle,
+) {
+    // Ends when every bus task has ended and the channel is drained. Each batch is one poll
+    // group (one device, one time): exactly the engine's unit of input.
+    // Whatever polls are waiting are taken together: one hand-over to the store for all.
+    let mut polls: Vec<Vec<Reading>> = Vec::with_capacity(POLLS_PER_HANDOVER);
+    let started = std::time::Instant::now();
+    let mut commands_open = true;
+    loop {
+        let command = tokio::select! {
+            n = rx.recv_many(&mut polls, POLLS_PER_HANDOVER) => {
+                if n == 0 {
+                    break;
+                }
+                None
+            }
+            command = commands.recv(), if commands_open => match command {
+                Some(c) => Some(c),
+                None => {
+                    commands_open = false;
+                    None
+                }
+            },
+        };
+        if let Some((command, reply)) = command {
+            let _ = reply.send(apply_window(&mut pipeline, &command, &store_handle).await);
+            continue;
+        }
+        let handover = pipeline.handover(&mut polls, now_ms(), started.elapsed());
+        if !handover.drafts.is_empty() && store_handle.send_evidence(handover.drafts).await.is_err()
+        {
+            break;
+        }
+        if store_handle
+            .send_with_outputs(handover.readings, handover.outputs)
+            .await
+            .is_err()
+        {
+            tracing::error!("store writer stopped; readings can no longer be stored");
+            break;
+        }
+    }
+    let stopped = Draft::new(
+        now_ms(),
+        "agent_stopped",
+        "",
+        &serde_json::json!({ "clean": true }),
+    );
+    let _ = store_handle.send_evidence(vec![stopped]).await;
+    if let Err(e) = store_handle.flush().await {
+        tracing::error!(error = %e, "final commit failed");
+    }
+}
+
+/// Opens or closes a window the status page asked for; its outputs are committed before the
+/// answer (so a caller that is told "done" finds them in the record).
+async fn apply_window(
+    pipeline: &mut Pipeline,
+    command: &crate::rules::WindowCommand,
+    store: &StoreHandle,
+) -> Result<Vec<crate::rules::Output>, String> {
+    let outputs = pipeline
+        .window(command, now_ms())
+        .map_err(|e| e.to_string())?;
+    store
+        .send_with_outputs(Vec::new(), outputs.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(outputs)
 }
 
 /// Polls the pipeline takes from the bus tasks at most at once.

@@ -11,6 +11,7 @@ pub mod raw;
 mod rules_of;
 pub mod source;
 mod validate;
+pub mod value;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -11,7 +11,7 @@ use serde::de::value::StrDeserializer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::profile::{ValueType, WordOrder};
+use super::value::{ValueType, WordOrder};
 use super::PermitClass;
 use crate::model::InstrumentState;
 use crate::rules::{PointKind, SingleLimitOn};

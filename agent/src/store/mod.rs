@@ -39,7 +39,7 @@
 //!   readings and outputs they come from, with `synchronous=FULL`: a record exists durably before
 //!   anyone is told about it, and a crash can lose only records never sealed. The chain head
 //!   advances only after the commit. Records are never pruned for space; after an uplink has
-//!   acknowledged them they are still kept for the evidence retention (3 years by default), and
+//!   acknowledged them they are still kept for the evidence retention (5 years by default), and
 //!   then only a prefix of the chain goes, named with its last hash in a `data_pruned` record.
 //! - **Schema.** Versioned migrations (`PRAGMA user_version`); the file is marked with
 //!   `application_id` "SEAL" so another program's database is refused by name, not damaged.

@@ -810,3 +810,133 @@ fn evidence_pruning_deletes_only_a_prefix_of_the_chain_whatever_the_record_times
         .collect();
     assert_eq!(kept, vec![3, 4, 5, 6], "6 is the data_pruned record");
 }
+
+/// The store against a model: random appends, compactions, reopenings (the process gone at a
+/// commit boundary) and prunings, checked after every step against a map of what was
+/// appended. Within the raw retention nothing is lost, changed or invented; older readings are
+/// a subset of what was appended (pruning goes by whole blocks).
+mod model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const POINTS: [&str; 3] = ["m/a", "m/b", "m/c"];
+    const RETENTION_MS: i64 = 3_600_000;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Readings: (point, ms after the previous reading of that point, value or fault).
+        Append(Vec<(usize, i64, Option<f64>)>),
+        /// Compaction at the current time.
+        Compact,
+        /// The process ends and the database is opened again.
+        Reopen,
+        /// Time passes (ms), then a compaction prunes what is older than the retention.
+        PruneAfter(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop::collection::vec(
+                (0..POINTS.len(), 1i64..5_000, prop::option::weighted(0.9, -50.0f64..150.0)),
+                1..80
+            )
+            .prop_map(Op::Append),
+            2 => Just(Op::Compact),
+            1 => Just(Op::Reopen),
+            1 => (60_000i64..2 * RETENTION_MS).prop_map(Op::PruneAfter),
+        ]
+    }
+
+    fn retention() -> Limits {
+        Limits {
+            raw_retention: Duration::from_millis(RETENTION_MS as u64),
+            ..limits()
+        }
+    }
+
+    /// What the store holds of `point`, in time order.
+    fn stored(store: &Store, point: &str) -> Vec<(i64, Outcome, Flag)> {
+        store
+            .readings(point, i64::MIN / 2, i64::MAX / 2)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.at_ms, s.outcome, s.flag))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn the_store_keeps_what_the_model_keeps(ops in prop::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("site.db");
+            let mut store = Store::open(&path).unwrap();
+            let keys: Vec<(String, Option<String>)> =
+                POINTS.iter().map(|p| ((*p).to_owned(), None)).collect();
+            let ids = store.register_points(&keys).unwrap();
+            let mut model: Vec<BTreeMap<i64, (Outcome, Flag)>> = vec![BTreeMap::new(); POINTS.len()];
+            let mut last = [T0; POINTS.len()];
+            let mut now = T0;
+            // Readings older than this may have been pruned.
+            let mut cutoff = i64::MIN;
+            for op in ops {
+                match op {
+                    Op::Append(batch) => {
+                        let rows: Vec<(i64, Reading)> = batch
+                            .iter()
+                            .map(|&(p, dt, value)| {
+                                last[p] += dt;
+                                now = now.max(last[p]);
+                                let outcome = value.map_or(Outcome::Fault(Fault::Timeout), Outcome::Value);
+                                let r = reading(p as u32, last[p], outcome);
+                                model[p].insert(r.at_ms, (r.outcome, r.flag));
+                                (ids[p], r)
+                            })
+                            .collect();
+                        store.append_readings(&rows).unwrap();
+                    }
+                    Op::Compact => {
+                        store.compact(now, retention()).unwrap();
+                    }
+                    Op::Reopen => {
+                        drop(store);
+                        store = Store::open(&path).unwrap();
+                        prop_assert_eq!(store.register_points(&keys).unwrap(), ids.clone());
+                    }
+                    Op::PruneAfter(ms) => {
+                        now += ms;
+                        for l in &mut last {
+                            *l = (*l).max(now);
+                        }
+                        store.compact(now, retention()).unwrap();
+                        cutoff = now - RETENTION_MS;
+                    }
+                }
+                for (p, point) in POINTS.iter().enumerate() {
+                    let got = stored(&store, point);
+                    let kept: Vec<(i64, Outcome, Flag)> = model[p]
+                        .range(cutoff..)
+                        .map(|(t, (o, f))| (*t, *o, *f))
+                        .collect();
+                    let recent: Vec<(i64, Outcome, Flag)> =
+                        got.iter().copied().filter(|r| r.0 >= cutoff).collect();
+                    prop_assert_eq!(&recent, &kept, "{} within the retention", point);
+                    for old in got.iter().filter(|r| r.0 < cutoff) {
+                        prop_assert_eq!(
+                            model[p].get(&old.0).copied(),
+                            Some((old.1, old.2)),
+                            "{} kept a reading it was never given", point
+                        );
+                    }
+                }
+            }
+            drop(store);
+            let store = Store::open_read_only(&path).unwrap();
+            let total: usize = POINTS.iter().map(|p| stored(&store, p).len()).sum();
+            prop_assert_eq!(store.reading_count().unwrap(), total as u64);
+        }
+    }
+}

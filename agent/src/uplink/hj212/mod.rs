@@ -7,7 +7,7 @@
 //! order, one frame per value and analyzer, to the analyzer's own MN (analyzers without an MN for
 //! this platform are skipped). CP: `DataTime` (start of the minute or hour, the site's local
 //! time) and `a24088-Min/-Avg/-Max` (mg/m³, 3 decimals; omitted when the engine had no valid
-//! value) with `a24088-Flag` (N or D, as the engine flagged it), then the same fields for each
+//! value) with `a24088-Flag` (N, T, C, M, F, D or B, as the engine flagged it), then the same fields for each
 //! other pollutant the analyzer's profile measures: methane `a05002`, total hydrocarbons
 //! `a24087`, benzene `a25002` (profile points `methane`, `thc`, `benzene`), aggregated by the
 //! engine over the same minute or hour with the same validity rules.
