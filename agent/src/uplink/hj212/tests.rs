@@ -233,6 +233,33 @@ async fn send(sock: &mut (impl tokio::io::AsyncWrite + Unpin), f: &Frame) {
     }
 }
 
+/// The store's writer for an uplink test (commits every 50 ms).
+fn writer_of(store: Store) -> (StoreHandle, tokio::task::JoinHandle<Store>) {
+    let limits = Limits {
+        raw_retention: Duration::from_secs(86_400),
+        disk_budget_bytes: 1 << 30,
+        evidence_retention: Duration::from_secs(1095 * 86_400),
+        compact_every: crate::store::COMPACT_EVERY,
+    };
+    spawn_writer(store, Vec::new(), Duration::from_millis(50), limits)
+}
+
+/// A platform at `address` with PW 123456, ST 27 and the test MNs.
+fn platform(name: &str, address: String, timeout_ms: u64, retries: u32) -> Hj212UplinkConfig {
+    Hj212UplinkConfig {
+        name: name.into(),
+        address,
+        pw: "123456".into(),
+        st: "27".into(),
+        version: VERSION_2017,
+        timeout: Duration::from_millis(timeout_ms),
+        retries,
+        reconnect_max: Duration::from_secs(1),
+        realtime: None,
+        mn: mns(),
+    }
+}
+
 #[tokio::test]
 async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,26 +275,9 @@ async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requ
         hour(),
     ];
     store.append(&[], &outputs, &[]).unwrap();
-    let limits = Limits {
-        raw_retention: Duration::from_secs(86_400),
-        disk_budget_bytes: 1 << 30,
-        evidence_retention: Duration::from_secs(1095 * 86_400),
-        compact_every: crate::store::COMPACT_EVERY,
-    };
-    let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_millis(50), limits);
+    let (handle, writer) = writer_of(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = Hj212UplinkConfig {
-        name: "prov".into(),
-        address: listener.local_addr().unwrap().to_string(),
-        pw: "123456".into(),
-        st: "27".into(),
-        version: VERSION_2017,
-        timeout: Duration::from_millis(300),
-        retries: 3,
-        reconnect_max: Duration::from_secs(1),
-        realtime: None,
-        mn: mns(),
-    };
+    let config = platform("prov", listener.local_addr().unwrap().to_string(), 300, 3);
     let stop = CancellationToken::new();
     let task = tokio::spawn(
         Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone()).run(stop.clone()),
@@ -351,26 +361,9 @@ async fn an_unanswering_platform_is_dropped_and_the_value_resent_on_the_next_con
     store
         .append(&[], &[minute("F1/NMHC", T0, Some(1.5), Flag::N)], &[])
         .unwrap();
-    let limits = Limits {
-        raw_retention: Duration::from_secs(86_400),
-        disk_budget_bytes: 1 << 30,
-        evidence_retention: Duration::from_secs(1095 * 86_400),
-        compact_every: crate::store::COMPACT_EVERY,
-    };
-    let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_millis(50), limits);
+    let (handle, writer) = writer_of(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = Hj212UplinkConfig {
-        name: "p".into(),
-        address: listener.local_addr().unwrap().to_string(),
-        pw: "123456".into(),
-        st: "27".into(),
-        version: VERSION_2017,
-        timeout: Duration::from_millis(100),
-        retries: 2,
-        reconnect_max: Duration::from_secs(1),
-        realtime: None,
-        mn: mns(),
-    };
+    let config = platform("p", listener.local_addr().unwrap().to_string(), 100, 2);
     let stop = CancellationToken::new();
     let task = tokio::spawn(
         Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone()).run(stop.clone()),
@@ -535,25 +528,8 @@ async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
     store
         .append(&[], &[minute("F1/NMHC", T0, Some(1.5), Flag::N)], &[])
         .unwrap();
-    let limits = Limits {
-        raw_retention: Duration::from_secs(86_400),
-        disk_budget_bytes: 1 << 30,
-        evidence_retention: Duration::from_secs(1095 * 86_400),
-        compact_every: crate::store::COMPACT_EVERY,
-    };
-    let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_millis(50), limits);
-    let config = Hj212UplinkConfig {
-        name: "pipe".into(),
-        address: "unused:1".into(),
-        pw: "123456".into(),
-        st: "27".into(),
-        version: VERSION_2017,
-        timeout: Duration::from_millis(200),
-        retries: 5,
-        reconnect_max: Duration::from_secs(1),
-        realtime: None,
-        mn: mns(),
-    };
+    let (handle, writer) = writer_of(store);
+    let config = platform("pipe", "unused:1".into(), 200, 5);
     let mut uplink = Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone());
     let (ours, mut platform) = tokio::io::duplex(8192);
     let stop = CancellationToken::new();
