@@ -422,10 +422,7 @@ fn read_profiles(
         if profiles.contains_key(name) {
             continue;
         }
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let valid_name = plain_name(name);
         let file = from.file_of(&dir, name);
         let profile = match from.read(&file).filter(|_| valid_name) {
             Some(text) => {
@@ -449,6 +446,15 @@ fn read_profiles(
         profiles.insert(name.to_owned(), (file, profile));
     }
     validate::Profiles(profiles)
+}
+
+/// Whether `name` is a non-empty run of ASCII letters, digits, `-` and `_`: what site ids,
+/// profile names and platform names may be (they become file names and keys).
+pub(crate) fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Reads and validates one profile file on its own (its name is the file stem).

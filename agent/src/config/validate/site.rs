@@ -13,12 +13,7 @@ use crate::rules::RuleSettings;
 /// `[site]`.
 pub(super) fn site(issues: &mut Issues<'_>, root: &KeyPath, raw: RawSite) -> Site {
     let site_path = root.key("site");
-    let id_ok = !raw.id.is_empty()
-        && raw
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !id_ok {
+    if !crate::config::plain_name(&raw.id) {
         issues.push(
             site_path.key("id"),
             format!(

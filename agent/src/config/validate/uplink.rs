@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{names_of, ranged};
+use crate::config::plain_name;
 use crate::config::raw::{RawAuditUplink, RawHj212Uplink};
 use crate::config::source::KeyPath;
 use crate::config::{AuditUplinkConfig, Hj212UplinkConfig, Issues};
@@ -61,11 +62,7 @@ pub(super) fn hj212(
     let mut out = Vec::new();
     for (i, h) in raw.into_iter().enumerate() {
         let path = root.key("uplink").key("hj212").index(i);
-        let name_ok = !h.name.is_empty()
-            && h.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok {
+        if !plain_name(&h.name) {
             issues.push(
                 path.key("name"),
                 format!(

@@ -244,6 +244,23 @@ fn writer_of(store: Store) -> (StoreHandle, tokio::task::JoinHandle<Store>) {
     spawn_writer(store, Vec::new(), Duration::from_millis(50), limits)
 }
 
+/// A database in `dir` holding one NMHC minute of F1/NMHC, and its writer.
+fn one_minute_stored(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    StoreHandle,
+    tokio::task::JoinHandle<Store>,
+) {
+    let db = dir.join("site.db");
+    let mut store = Store::open(&db).unwrap();
+    store
+        .append(&[], &[minute("F1/NMHC", T0, Some(1.5), Flag::N)], &[])
+        .unwrap();
+    let (handle, writer) = writer_of(store);
+    (db, handle, writer)
+}
+
 /// A platform at `address` with PW 123456, ST 27 and the test MNs.
 fn platform(name: &str, address: String, timeout_ms: u64, retries: u32) -> Hj212UplinkConfig {
     Hj212UplinkConfig {
@@ -356,12 +373,7 @@ async fn a_session_retries_with_the_same_qn_advances_the_cursor_and_answers_requ
 #[tokio::test]
 async fn an_unanswering_platform_is_dropped_and_the_value_resent_on_the_next_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("site.db");
-    let mut store = Store::open(&db).unwrap();
-    store
-        .append(&[], &[minute("F1/NMHC", T0, Some(1.5), Flag::N)], &[])
-        .unwrap();
-    let (handle, writer) = writer_of(store);
+    let (db, handle, writer) = one_minute_stored(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = platform("p", listener.local_addr().unwrap().to_string(), 100, 2);
     let stop = CancellationToken::new();
@@ -523,12 +535,7 @@ fn a_realtime_cp_carries_rtd_and_flag_of_each_pollutant() {
 #[tokio::test]
 async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("site.db");
-    let mut store = Store::open(&db).unwrap();
-    store
-        .append(&[], &[minute("F1/NMHC", T0, Some(1.5), Flag::N)], &[])
-        .unwrap();
-    let (handle, writer) = writer_of(store);
+    let (db, handle, writer) = one_minute_stored(dir.path());
     let config = platform("pipe", "unused:1".into(), 200, 5);
     let mut uplink = Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone());
     let (ours, mut platform) = tokio::io::duplex(8192);
