@@ -448,6 +448,39 @@ fn read_profiles(
     validate::Profiles(profiles)
 }
 
+/// Longest name of a bus, device, furnace, bin, analyzer or point, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Whether `name` may name a bus, device, furnace, bin, analyzer or point: 1 to
+/// [`MAX_NAME_CHARS`] letters or digits (Chinese ones too, e.g. `1号炉`), `-`, `_` or `.`.
+/// Names are joined with `/` into keys (`furnace/bin`), so `/`, spaces and control
+/// characters are refused: `a/b` in one furnace and `b` in furnace `a/` would otherwise be
+/// one key.
+pub(crate) fn check_name(issues: &mut Issues<'_>, path: &KeyPath, what: &str, name: &str) {
+    let chars = name.chars().count();
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')));
+    let problem = if chars == 0 {
+        Some(format!("a {what} name must not be empty"))
+    } else if chars > MAX_NAME_CHARS {
+        Some(format!(
+            "the {what} name has {chars} characters; at most {MAX_NAME_CHARS}"
+        ))
+    } else {
+        bad.map(|c| {
+            format!(
+                "the {what} name '{}' holds '{}'; names are letters, digits, '-', '_' and '.' only",
+                name.escape_debug(),
+                c.escape_debug()
+            )
+        })
+    };
+    if let Some(p) = problem {
+        issues.push(path.clone(), p);
+    }
+}
+
 /// Whether `name` is a non-empty run of ASCII letters, digits, `-` and `_`: what site ids,
 /// profile names and platform names may be (they become file names and keys).
 pub(crate) fn plain_name(name: &str) -> bool {

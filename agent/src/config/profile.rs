@@ -170,6 +170,7 @@ pub(super) fn validate_profile(name: &str, raw: RawProfile, issues: &mut Issues<
     let mut points: Vec<(KeyPath, PointDef)> = Vec::new();
     for (i, raw_point) in raw.points.into_iter().enumerate() {
         let path = root.key("points").index(i);
+        crate::config::check_name(issues, &path.key("name"), "point", &raw_point.name);
         if let Some(point) = validate_point(&path, raw_point, issues) {
             if let Some((first, _)) = points.iter().find(|(_, p)| p.name == point.name) {
                 issues.push(
@@ -270,23 +271,14 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
         );
         return None;
     }
-    let scale = raw.scale.unwrap_or(1.0);
-    if !scale.is_finite() || scale == 0.0 {
-        issues.push(
-            path.key("scale"),
-            format!("scale {scale} must be a finite, non-zero number"),
-        );
+    // Non-finite numbers were refused where the file says them (`raw::Finite`).
+    let [raw_scale, raw_offset, range_min, range_max] =
+        [raw.scale, raw.offset, raw.range_min, raw.range_max].map(|v| v.map(|f| f.0));
+    let scale = raw_scale.unwrap_or(1.0);
+    if scale == 0.0 {
+        issues.push(path.key("scale"), "scale must not be 0".to_owned());
     }
-    for (key, v) in [
-        ("offset", raw.offset),
-        ("range_min", raw.range_min),
-        ("range_max", raw.range_max),
-    ] {
-        if v.is_some_and(|v| !v.is_finite()) {
-            issues.push(path.key(key), format!("{key} must be a finite number"));
-        }
-    }
-    if let (Some(lo), Some(hi)) = (raw.range_min, raw.range_max) {
+    if let (Some(lo), Some(hi)) = (range_min, range_max) {
         if lo >= hi {
             issues.push(
                 path.key("range_max"),
@@ -304,10 +296,10 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
         );
     }
     if (fault.is_some() || status.is_some())
-        && (raw.scale.is_some_and(|s| s != 1.0) || raw.offset.is_some_and(|o| o != 0.0))
+        && (raw_scale.is_some_and(|s| s != 1.0) || raw_offset.is_some_and(|o| o != 0.0))
     {
         issues.push(
-            path.key(if raw.scale.is_some_and(|s| s != 1.0) {
+            path.key(if raw_scale.is_some_and(|s| s != 1.0) {
                 "scale"
             } else {
                 "offset"
@@ -322,10 +314,10 @@ fn validate_point(path: &KeyPath, raw: RawPoint, issues: &mut Issues<'_>) -> Opt
         value_type,
         word_order,
         scale,
-        offset: raw.offset.unwrap_or(0.0),
+        offset: raw_offset.unwrap_or(0.0),
         unit: raw.unit,
-        range_min: raw.range_min,
-        range_max: raw.range_max,
+        range_min,
+        range_max,
         fault,
         status,
     })

@@ -170,9 +170,9 @@ pub struct RawStatus {
 #[serde(deny_unknown_fields)]
 pub struct RawRules {
     /// NMHC 1-hour average limit, mg/m³. Default 10 (GB 37822-2019 A.1; key regions: 6).
-    pub nmhc_hourly_limit_mg_m3: Option<f64>,
+    pub nmhc_hourly_limit_mg_m3: Option<Finite>,
     /// NMHC single-value limit, mg/m³. Default 30 (GB 37822-2019 A.1; key regions: 20).
-    pub nmhc_single_limit_mg_m3: Option<f64>,
+    pub nmhc_single_limit_mg_m3: Option<Finite>,
     /// How long a breach signature must persist to count as a breach, s (0–60). Default 3.
     pub breach_grace_s: Option<i64>,
     /// Level above `seal_level_min_mm` needed to end a level breach, mm (0–1000). Default 50.
@@ -379,9 +379,9 @@ pub struct RawAnalyzer {
     /// Point of the device's profile carrying the NMHC concentration. Default `nmhc`.
     pub nmhc_point: Option<String>,
     /// This analyzer's 1-hour average limit, mg/m³. Default `[rules].nmhc_hourly_limit_mg_m3`.
-    pub nmhc_hourly_limit_mg_m3: Option<f64>,
+    pub nmhc_hourly_limit_mg_m3: Option<Finite>,
     /// This analyzer's single-value limit, mg/m³. Default `[rules].nmhc_single_limit_mg_m3`.
-    pub nmhc_single_limit_mg_m3: Option<f64>,
+    pub nmhc_single_limit_mg_m3: Option<Finite>,
     /// Where it measures: `in_plant` (厂区内, GB 37822 A.1), `furnace_top` (炉顶, process) or
     /// `boundary` (企业边界). Default `in_plant`.
     pub point_kind: Option<Choice<PointKind>>,
@@ -419,16 +419,16 @@ pub struct RawPoint {
     /// (byte-swapped) or `DCBA` (little-endian). Default `ABCD`.
     pub word_order: Option<Choice<WordOrder>>,
     /// Engineering value = raw × scale + offset. Default 1.
-    pub scale: Option<f64>,
+    pub scale: Option<Finite>,
     /// Default 0.
-    pub offset: Option<f64>,
+    pub offset: Option<Finite>,
     /// Engineering unit, e.g. `mm`, `mg/m3`.
     pub unit: Option<String>,
     /// Lowest value of the measuring range; below it the value is flagged D.
-    pub range_min: Option<f64>,
+    pub range_min: Option<Finite>,
     /// Highest value of the measuring range; at or above it the value is flagged T (and counts
     /// as at least this much toward an exceedance).
-    pub range_max: Option<f64>,
+    pub range_max: Option<Finite>,
     /// Marks the point as a seal node's fault indicator: `lid`, `gate`, `level` or `node`; a
     /// nonzero value means that sensor is faulted, and the bin's seal state is unknown with
     /// this point named as the reason.
@@ -466,4 +466,22 @@ pub struct RawStatusEntry {
     pub values: Vec<i64>,
     /// The state they mean.
     pub state: Choice<InstrumentState>,
+}
+
+/// A number that must be finite: TOML's `nan`, `inf` and `-inf` are refused where the file
+/// says them (a `range_max = nan` would otherwise turn the range check off).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finite(pub f64);
+
+impl<'de> Deserialize<'de> for Finite {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Finite, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() {
+            Ok(Finite(v))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{v} is not a number this setting can take; give a finite number"
+            )))
+        }
+    }
 }

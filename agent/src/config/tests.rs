@@ -643,3 +643,102 @@ fn an_unknown_name_in_a_closed_set_is_reported_with_every_other_problem() {
         "{issues:#?}"
     );
 }
+
+#[test]
+fn plain_http_is_allowed_only_to_a_parsed_loopback_host() {
+    let with_url = |url: &str| format!("{GOOD}\n[uplink.audit]\nurl = \"{url}\"\n");
+    for url in [
+        "http://localhost:1@audit.example.com/",
+        "http://127.attacker.example/",
+        "http://127.0.0.1.example.com/",
+        "https://user:pw@audit.example.com/",
+        "ftp://127.0.0.1/",
+        "http://[::ffff:10.0.0.1]/",
+        "not a url",
+    ] {
+        let text = with_url(url);
+        let issue = only_issue(&Site::new(&text, ANALYZER));
+        assert_eq!(issue.key, "uplink.audit.url", "{url}: {issue}");
+        assert_eq!(issue.line, Some(line_of(&text, "url = ", 0)), "{url}");
+    }
+    for url in [
+        "http://127.0.0.1:8443/",
+        "http://127.1.2.3/",
+        "http://LOCALHOST:9/",
+        "http://[::1]:8443",
+        "https://audit.example.com/api",
+    ] {
+        Site::new(&with_url(url), ANALYZER)
+            .load()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn a_name_with_a_slash_or_a_control_character_is_refused_so_keys_cannot_collide() {
+    // Furnace "F1" with bin "B1/x" and furnace "F1/B1" with bin "x" would both be "F1/B1/x".
+    let cases = [
+        (
+            GOOD.replace("name = \"B1\"", "name = \"B1/x\""),
+            "furnaces[0].bins[0].name",
+        ),
+        (
+            GOOD.replace("name = \"F1\"", "name = \"F1/\""),
+            "furnaces[0].name",
+        ),
+        (
+            GOOD.replace("name = \"f1-b1\"", "name = \"f1\\u001b[2J\""),
+            "devices[0].name",
+        ),
+        (
+            GOOD.replace("name = \"A1\"", "name = \"\""),
+            "furnaces[0].analyzers[0].name",
+        ),
+        (
+            GOOD.replace("name = \"top\"", "name = \"a b\""),
+            "buses[0].name",
+        ),
+    ];
+    for (text, key) in cases {
+        let issues = Site::new(&text, ANALYZER).issues();
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.key == key && i.message.contains("name")),
+            "{key}: {issues:#?}"
+        );
+    }
+    let point = ANALYZER.replace("name = \"status\"", "name = \"st/atus\"");
+    let issue = only_issue(&Site::new(GOOD, &point));
+    assert_eq!(issue.key, "points[1].name", "{issue}");
+    // Chinese names are names.
+    let chinese = GOOD.replace("name = \"F1\"", "name = \"1号炉\"");
+    Site::new(&chinese, ANALYZER).load().unwrap();
+}
+
+#[test]
+fn non_finite_numbers_are_refused_where_the_file_says_them() {
+    let analyzer = ANALYZER.replace(
+        "word_order = \"CDAB\"",
+        "word_order = \"CDAB\"\nrange_max = nan",
+    );
+    let site = Site::new(GOOD, &analyzer);
+    let issue = only_issue(&site);
+    assert_issue(
+        &issue,
+        &site.profile_path(),
+        line_of(&analyzer, "range_max", 0),
+        "points[0].range_max",
+        "finite",
+    );
+    let text = GOOD.replace(
+        "device = \"f1-nmhc\"",
+        "device = \"f1-nmhc\"\nnmhc_single_limit_mg_m3 = inf",
+    );
+    let issue = only_issue(&Site::new(&text, ANALYZER));
+    assert_eq!(
+        issue.key, "furnaces[0].analyzers[0].nmhc_single_limit_mg_m3",
+        "{issue}"
+    );
+    assert!(issue.message.contains("finite"), "{issue}");
+}

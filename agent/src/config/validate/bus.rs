@@ -20,6 +20,7 @@ pub(super) fn buses(
     let mut bus_index: HashMap<String, usize> = HashMap::new();
     for (i, raw_bus) in raw.into_iter().enumerate() {
         let path = root.key("buses").index(i);
+        crate::config::check_name(issues, &path.key("name"), "bus", &raw_bus.name);
         if bus_index.contains_key(&raw_bus.name) {
             issues.push(
                 path.key("name"),

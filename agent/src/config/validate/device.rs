@@ -24,6 +24,7 @@ pub(super) fn devices(
     let mut units: HashMap<(usize, u8), String> = HashMap::new();
     for (i, d) in raw.into_iter().enumerate() {
         let path = root.key("devices").index(i);
+        crate::config::check_name(issues, &path.key("name"), "device", &d.name);
         if device_index.contains_key(&d.name) {
             issues.push(
                 path.key("name"),

@@ -36,6 +36,7 @@ pub(super) fn furnaces(
     };
     for (fi, f) in raw.into_iter().enumerate() {
         let path = root.key("furnaces").index(fi);
+        crate::config::check_name(issues, &path.key("name"), "furnace", &f.name);
         if furnace_names.insert(f.name.clone(), fi).is_some() {
             issues.push(
                 path.key("name"),
@@ -46,6 +47,7 @@ pub(super) fn furnaces(
         let mut seen: HashMap<String, ()> = HashMap::new();
         for (bi, b) in f.bins.into_iter().enumerate() {
             let bpath = path.key("bins").index(bi);
+            crate::config::check_name(issues, &bpath.key("name"), "bin", &b.name);
             if seen.insert(b.name.clone(), ()).is_some() {
                 issues.push(
                     bpath.key("name"),
@@ -89,6 +91,7 @@ pub(super) fn furnaces(
         let mut analyzers = Vec::new();
         for (ai, a) in f.analyzers.into_iter().enumerate() {
             let apath = path.key("analyzers").index(ai);
+            crate::config::check_name(issues, &apath.key("name"), "analyzer", &a.name);
             if seen.insert(a.name.clone(), ()).is_some() {
                 issues.push(
                     apath.key("name"),
@@ -129,13 +132,13 @@ pub(super) fn furnaces(
             let hourly_limit = own_limit(
                 issues,
                 "nmhc_hourly_limit_mg_m3",
-                a.nmhc_hourly_limit_mg_m3,
+                a.nmhc_hourly_limit_mg_m3.map(|f| f.0),
                 rules.nmhc_hourly_limit,
             );
             let single_limit = own_limit(
                 issues,
                 "nmhc_single_limit_mg_m3",
-                a.nmhc_single_limit_mg_m3,
+                a.nmhc_single_limit_mg_m3.map(|f| f.0),
                 rules.nmhc_single_limit,
             );
             if single_limit < hourly_limit {

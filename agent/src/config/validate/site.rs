@@ -145,13 +145,13 @@ pub(super) fn rules(issues: &mut Issues<'_>, root: &KeyPath, raw: RawRules) -> R
         nmhc_hourly_limit: limit(
             issues,
             "nmhc_hourly_limit_mg_m3",
-            raw.nmhc_hourly_limit_mg_m3,
+            raw.nmhc_hourly_limit_mg_m3.map(|f| f.0),
             defaults.nmhc_hourly_limit,
         ),
         nmhc_single_limit: limit(
             issues,
             "nmhc_single_limit_mg_m3",
-            raw.nmhc_single_limit_mg_m3,
+            raw.nmhc_single_limit_mg_m3.map(|f| f.0),
             defaults.nmhc_single_limit,
         ),
         breach_grace_ms: ranged(

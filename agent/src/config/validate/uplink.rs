@@ -20,31 +20,73 @@ pub(super) fn audit(
     let audit_uplink = raw.map(|a| {
         let path = root.key("uplink").key("audit");
         let url = a.url.trim_end_matches('/').to_owned();
-        if !(url.starts_with("https://") || loopback_http(&url)) {
-            issues.push(path.key("url"), format!("'{url}' must be an https:// URL (plain http:// is only allowed to this machine, 127.0.0.1 or localhost)"));
+        if let Err(why) = audit_url(&url) {
+            issues.push(path.key("url"), format!("'{}' {why}", url.escape_debug()));
         }
         AuditUplinkConfig {
             url,
             token: a.token,
             client_identity_file: a.client_identity_file.as_deref().map(|f| base_dir.join(f)),
-            batch_records: ranged(issues, &path.key("batch_records"), a.batch_records, 500, 1, 10_000, "records") as usize,
-            timeout: Duration::from_millis(ranged(issues, &path.key("timeout_ms"), a.timeout_ms, 30_000, 100, 300_000, "ms") as u64),
+            batch_records: ranged(
+                issues,
+                &path.key("batch_records"),
+                a.batch_records,
+                500,
+                1,
+                10_000,
+                "records",
+            ) as usize,
+            timeout: Duration::from_millis(ranged(
+                issues,
+                &path.key("timeout_ms"),
+                a.timeout_ms,
+                30_000,
+                100,
+                300_000,
+                "ms",
+            ) as u64),
             gzip: a.gzip.unwrap_or(true),
-            retry_max: Duration::from_millis(ranged(issues, &path.key("retry_max_ms"), a.retry_max_ms, 60_000, 1000, 3_600_000, "ms") as u64),
+            retry_max: Duration::from_millis(ranged(
+                issues,
+                &path.key("retry_max_ms"),
+                a.retry_max_ms,
+                60_000,
+                1000,
+                3_600_000,
+                "ms",
+            ) as u64),
         }
     });
 
     audit_uplink
 }
 
-/// Whether `url` is `http://` to a loopback host.
-fn loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
+/// Whether `url` may be the audit system's: parsed (WHATWG rules, as the HTTP client parses
+/// it), `https://`, or plain `http://` only to this machine — decided on the parsed host
+/// (`localhost`, `127.0.0.0/8`, `::1`), so `http://localhost:1@audit.example.com/` (user info)
+/// and `http://127.attacker.example/` (a domain) are not taken for loopback.
+fn audit_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "holds a user name or password; give the audit system's credentials as `token`"
+                .to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query (?…) or fragment (#…)".to_owned());
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err("has no host".to_owned()),
     };
-    let host = rest.split('/').next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]") || host.starts_with("127.")
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err("must be an https:// URL (plain http:// is only allowed to this machine: localhost, 127.0.0.0/8 or [::1])".to_owned()),
+    }
 }
 
 /// `[[uplink.hj212]]`: every problem of every platform entry; `analyzers` are `furnace/analyzer` keys.
