@@ -577,6 +577,23 @@ impl Identification {
     }
 }
 
+/// A string a device sent, made safe to print: bytes that are not UTF-8 become U+FFFD, and
+/// control and bidirectional-formatting characters are written escaped (`\u{1b}`), so a
+/// device cannot move the cursor, clear the technician's screen or reorder what is shown.
+pub fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Asks `unit` for its basic device identification.
 pub async fn identify(
     line: &mut Line<impl Link>,
@@ -590,7 +607,7 @@ pub async fn identify(
         Ok(Answer::Identification(objects)) => Ok(Identification::Objects(
             objects
                 .into_iter()
-                .map(|(id, v)| (id, String::from_utf8_lossy(&v).into_owned()))
+                .map(|(id, v)| (id, printable(&v)))
                 .collect(),
         )),
         Ok(other) => Ok(Identification::Objects(vec![(0xFF, format!("{other:?}"))])),
@@ -1652,6 +1669,13 @@ async fn watch_toggle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_strings_are_printed_with_control_characters_escaped() {
+        let shown = printable(b"ACME\x1b[2J\x1b]0;owned\x07 \xe6\xb5\x8b\xff\xe2\x80\xae");
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert_eq!(shown, "ACME\\u{1b}[2J\\u{1b}]0;owned\\u{7} 测\u{fffd}\\u{202e}");
+    }
 
     #[test]
     fn unit_lists() {

@@ -261,3 +261,26 @@ pub fn view_from_database(config: &SiteConfig) -> Result<StatusView, ClientError
     }
     Ok(view)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    #[test]
+    fn a_chunk_boundary_inside_a_character_is_joined_not_a_panic() {
+        // "炉" is e7 82 89: the first chunk ends after its first byte.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"\xe7\r\n4\r\n\x82\x89\"}\r\n0\r\n\r\n")
+                .unwrap();
+        });
+        let (code, body) =
+            super::http_get(&base, "/api/state", std::time::Duration::from_secs(5)).unwrap();
+        peer.join().unwrap();
+        assert_eq!((code, body.as_str()), (200, "{\"炉\"}"));
+    }
+}
