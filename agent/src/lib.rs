@@ -10,6 +10,7 @@ pub mod commission;
 pub mod config;
 pub mod evidence;
 pub mod ledger;
+pub mod limits;
 pub mod modbus;
 pub mod model;
 pub mod notify;

@@ -147,6 +147,19 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         .await;
 
     let (command_tx, commands) = mpsc::channel::<crate::status::WindowRequest>(16);
+    let descriptors = crate::limits::raise_nofile();
+    let reserve = crate::limits::reserve_for(
+        config.devices.len(),
+        config.buses.len(),
+        usize::from(config.audit_uplink.is_some()) + config.hj212_uplinks.len(),
+    );
+    tracing::info!(
+        soft = descriptors.soft,
+        hard = descriptors.hard,
+        open = descriptors.open,
+        reserve,
+        "open-file budget"
+    );
     let status = match config.status_listen {
         Some(addr) => {
             let (bound, task) = status::serve(
@@ -155,6 +168,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
                 points.clone(),
                 state.clone(),
                 command_tx,
+                (descriptors, reserve),
                 stop.clone(),
             )
             .await?;

@@ -312,9 +312,62 @@ pub fn metrics_text(snap: &PlantSnapshot, store_bytes: Option<u64>, now_ms: i64)
     out
 }
 
+/// A warning that may repeat without end (garbage from a peer, a failing accept): logged at
+/// most once per period, the repeats in between counted and told in the next line.
+#[derive(Debug, Clone)]
+pub struct Quiet {
+    period: std::time::Duration,
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Quiet {
+    /// At most one line per `period`.
+    pub fn new(period: std::time::Duration) -> Quiet {
+        Quiet {
+            period,
+            last: None,
+            unlogged: 0,
+        }
+    }
+
+    /// One more occurrence at `now`: `Some(repeats not logged since the last line)` when it is
+    /// to be logged, `None` when it is only counted.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.period)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// Occurrences counted since the last line (to tell when the source goes away).
+    pub fn unlogged(&self) -> u64 {
+        self.unlogged
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeating_warning_is_one_line_a_period_with_the_count() {
+        let t0 = std::time::Instant::now();
+        let mut q = super::Quiet::new(std::time::Duration::from_secs(60));
+        assert_eq!(q.allow(t0), Some(0));
+        let logged: Vec<_> = (1..=2101)
+            .filter_map(|i| q.allow(t0 + std::time::Duration::from_millis(i)))
+            .collect();
+        assert!(logged.is_empty());
+        assert_eq!(q.unlogged(), 2101);
+        assert_eq!(q.allow(t0 + std::time::Duration::from_secs(60)), Some(2101));
+        assert_eq!(q.unlogged(), 0);
+    }
     use crate::state::{DeviceHealth, PlantState};
 
     #[test]

@@ -5,6 +5,7 @@ mod evidence;
 mod fixtures;
 mod harness;
 mod hj212;
+mod hostile;
 mod integrity;
 mod interop;
 mod operators;

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod control;
 pub mod history;
+pub mod listener;
 pub mod table;
 
 use std::convert::Infallible;
@@ -52,6 +53,16 @@ pub enum StatusError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Too few file descriptors are left for the page.
+    #[error("status page has no file descriptors to serve with: the open-file limit is {soft}, {open} are open and {reserve} are kept for the buses, the database and the uplinks (raise LimitNOFILE= in the unit, or `ulimit -n`)")]
+    NoDescriptors {
+        /// Soft `RLIMIT_NOFILE`.
+        soft: u64,
+        /// Open at start.
+        open: u64,
+        /// Kept back.
+        reserve: u64,
+    },
     /// The control token could not be written.
     #[error("cannot write the control token {}: {source}", path.display())]
     Token {
@@ -70,6 +81,8 @@ struct Shared {
     state: PlantState,
     windows: tokio::sync::mpsc::Sender<WindowRequest>,
     stop: CancellationToken,
+    /// One permit per open event stream ([`MAX_EVENT_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A window command for the pipeline, with where to send what became of it (the outputs
@@ -583,13 +596,21 @@ async fn api_state(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
 /// How often the event stream sends the state without a change.
 const EVENT_PERIOD: Duration = Duration::from_secs(1);
 
-async fn api_events(
-    State(shared): State<Arc<Shared>>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+/// Event streams open at once (each holds a connection for as long as the page is open).
+pub const MAX_EVENT_STREAMS: usize = 16;
+
+async fn api_events(State(shared): State<Arc<Shared>>) -> Response {
+    let Ok(slot) = shared.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_EVENT_STREAMS} event streams are open already; close a page or use /api/state"),
+        )
+            .into_response();
+    };
     let changes = shared.state.subscribe();
     let stream = futures_util::stream::unfold(
-        (shared, changes, true),
-        |(shared, mut changes, first)| async move {
+        (shared, changes, true, slot),
+        |(shared, mut changes, first, slot)| async move {
             if !first {
                 tokio::select! {
                     () = shared.stop.cancelled() => return None,
@@ -606,10 +627,12 @@ async fn api_events(
                 .event("state")
                 .json_data(&view)
                 .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
-            Some((Ok(event), (shared, changes, false)))
+            Some((Ok::<_, Infallible>(event), (shared, changes, false, slot)))
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Query of `/api/history`.
@@ -717,8 +740,27 @@ pub async fn serve(
     points: Arc<PointTable>,
     state: PlantState,
     windows: tokio::sync::mpsc::Sender<WindowRequest>,
+    descriptors: (crate::limits::FdBudget, u64),
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), StatusError> {
+    let (budget, reserve) = descriptors;
+    let max_connections =
+        crate::limits::listener_share(budget, reserve, listener::MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(StatusError::NoDescriptors {
+            soft: budget.soft,
+            open: budget.open,
+            reserve,
+        });
+    }
+    if max_connections < listener::MAX_CONNECTIONS {
+        tracing::warn!(
+            max_connections,
+            soft = budget.soft,
+            reserve,
+            "few file descriptors: the status page serves fewer connections at once"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StatusError::Bind { addr, source })?;
@@ -736,6 +778,7 @@ pub async fn serve(
         state,
         windows,
         stop: stop.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
     });
     let app = Router::new()
         .route("/", get(page))
@@ -745,17 +788,9 @@ pub async fn serve(
         .route("/api/maintenance", axum::routing::post(api_maintenance))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(listener::MAX_BODY_BYTES))
         .with_state(shared);
-    let task = tokio::spawn(async move {
-        let result = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "status page stopped");
-        }
-    });
+    let bounds = listener::Bounds::for_address(bound, max_connections);
+    let task = tokio::spawn(listener::serve(listener, app, bounds, stop));
     Ok((bound, task))
 }
