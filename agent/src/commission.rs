@@ -1674,7 +1674,10 @@ mod tests {
     fn device_strings_are_printed_with_control_characters_escaped() {
         let shown = printable(b"ACME\x1b[2J\x1b]0;owned\x07 \xe6\xb5\x8b\xff\xe2\x80\xae");
         assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
-        assert_eq!(shown, "ACME\\u{1b}[2J\\u{1b}]0;owned\\u{7} 测\u{fffd}\\u{202e}");
+        assert_eq!(
+            shown,
+            "ACME\\u{1b}[2J\\u{1b}]0;owned\\u{7} 测\u{fffd}\\u{202e}"
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub fn raise_nofile() -> FdBudget {
         };
         match setrlimit(Resource::Nofile, raised) {
             Ok(()) => soft = hard,
-            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit; keeping the soft limit"),
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit; keeping the soft limit")
+            }
         }
     }
     FdBudget {
@@ -57,7 +59,9 @@ pub fn reserve_for(devices: usize, buses: usize, uplinks: usize) -> u64 {
 /// How many connections a listener may hold: `wanted`, or fewer when the budget left after the
 /// descriptors open now and the `reserve` is smaller.
 pub fn listener_share(budget: FdBudget, reserve: u64, wanted: usize) -> usize {
-    let left = budget.soft.saturating_sub(budget.open.saturating_add(reserve));
+    let left = budget
+        .soft
+        .saturating_sub(budget.open.saturating_add(reserve));
     usize::try_from(left).map_or(wanted, |l| l.min(wanted))
 }
 

@@ -8,9 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{
-    binary, http, now_ms, small_site, status_url, stored, wait_until, Proc, Sim,
-};
+use crate::harness::{binary, http, now_ms, small_site, status_url, stored, wait_until, Proc, Sim};
 
 /// The agent under `prlimit --nofile=N:N` (both limits, as `ulimit -n` sets them).
 fn start_agent_with_nofile(config: &std::path::Path, nofile: u32) -> Proc {
@@ -64,9 +62,11 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
         flood.push(s);
     }
     let since = now_ms();
-    wait_until(Duration::from_secs(20), "readings stored during the flood", || {
-        (levels_after(&db, since) >= 10).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "readings stored during the flood",
+        || (levels_after(&db, since) >= 10).then_some(()),
+    );
     // The page closed the connections it took once their header time ran out.
     let closed = flood
         .iter_mut()
@@ -90,8 +90,10 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
 
     // DNS rebinding: a foreign Host is refused while bound to loopback.
     let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(b"GET /api/state HTTP/1.1\r\nHost: attacker.example:8080\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"GET /api/state HTTP/1.1\r\nHost: attacker.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut answer = String::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.read_to_string(&mut answer);
@@ -99,8 +101,10 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
 
     // A half-sent request does not hold the agent past SIGTERM.
     let mut half = TcpStream::connect(&addr).unwrap();
-    half.write_all(b"POST /api/maintenance HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
-        .unwrap();
+    half.write_all(
+        b"POST /api/maintenance HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let asked = Instant::now();
     let status = agent.terminate(Duration::from_secs(15));

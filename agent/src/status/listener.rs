@@ -62,7 +62,9 @@ pub fn loopback_host(host: Option<&str>) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((inside, port)) if port.is_empty() || port.starts_with(':') => {
-                return inside.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
+                return inside
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
             }
             _ => return false,
         },
@@ -116,32 +118,34 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, stop: Can
         };
         while connections.try_join_next().is_some() {}
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            let app = app.clone();
-            let host = request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned);
-            async move {
-                if bounds.loopback_hosts_only && !loopback_host(host.as_deref()) {
-                    return Ok::<_, Infallible>(plain(
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                let host = request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned);
+                async move {
+                    if bounds.loopback_hosts_only && !loopback_host(host.as_deref()) {
+                        return Ok::<_, Infallible>(plain(
                         StatusCode::MISDIRECTED_REQUEST,
                         "this page is bound to loopback and answers only Host: localhost, 127.0.0.1 or [::1]\n",
                     ));
+                    }
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let request = request.map(axum::body::Body::new);
+                    match tokio::time::timeout(bounds.request_timeout, app.oneshot(request)).await {
+                        Ok(Ok(answer)) => Ok(answer),
+                        Ok(Err(never)) => match never {},
+                        Err(_) => Ok(plain(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request was not complete in time\n",
+                        )),
+                    }
                 }
-                request.extensions_mut().insert(ConnectInfo(peer));
-                let request = request.map(axum::body::Body::new);
-                match tokio::time::timeout(bounds.request_timeout, app.oneshot(request)).await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(never)) => match never {},
-                    Err(_) => Ok(plain(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request was not complete in time\n",
-                    )),
-                }
-            }
-        });
+            },
+        );
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         connections.spawn(async move {
             let _ = connection.await;
@@ -168,7 +172,14 @@ mod tests {
 
     #[test]
     fn only_hosts_naming_this_machine_pass_the_loopback_check() {
-        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.3.2.1:80", "[::1]", "[::1]:8080"] {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.3.2.1:80",
+            "[::1]",
+            "[::1]:8080",
+        ] {
             assert!(loopback_host(Some(ok)), "{ok}");
         }
         for bad in [

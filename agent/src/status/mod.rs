@@ -744,8 +744,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), StatusError> {
     let (budget, reserve) = descriptors;
-    let max_connections =
-        crate::limits::listener_share(budget, reserve, listener::MAX_CONNECTIONS);
+    let max_connections = crate::limits::listener_share(budget, reserve, listener::MAX_CONNECTIONS);
     if max_connections == 0 {
         return Err(StatusError::NoDescriptors {
             soft: budget.soft,
@@ -788,7 +787,9 @@ pub async fn serve(
         .route("/api/maintenance", axum::routing::post(api_maintenance))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(axum::extract::DefaultBodyLimit::max(listener::MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            listener::MAX_BODY_BYTES,
+        ))
         .with_state(shared);
     let bounds = listener::Bounds::for_address(bound, max_connections);
     let task = tokio::spawn(listener::serve(listener, app, bounds, stop));

@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use super::codec::{self, cn, st, Cp, Flags, Frame};
 use super::NMHC;
-use crate::evidence::Draft;
 
 /// Minute or hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,8 +261,11 @@ pub enum Request {
         analyzer: String,
         /// BeginTime, ms.
         from_ms: i64,
-        /// EndTime, ms.
+        /// EndTime, ms (clipped to [`super::guard::max_history_span`]).
         to_ms: i64,
+        /// Whether the asked span was longer than one answer gives (then the answer ends
+        /// with 9012 `ExeRtn=3` and the platform asks again from the last DataTime).
+        clipped: bool,
     },
     /// 1011.
     GetTime,
@@ -275,11 +277,9 @@ pub enum Request {
 
 /// Classifies a frame from the platform (not a 9014). `mn` maps analyzers to MNs.
 pub fn classify(frame: &Frame, pw: &str, mn: &[(String, String)], tz: Tz) -> Request {
-    if frame.pw != pw {
-        return Request::Refuse(3);
-    }
-    let Some((analyzer, _)) = mn.iter().find(|(_, m)| *m == frame.mn) else {
-        return Request::Refuse(4);
+    let analyzer = match super::guard::authenticate(frame, pw, mn) {
+        Ok(a) => a.to_owned(),
+        Err(code) => return Request::Refuse(code),
     };
     match frame.cn.as_str() {
         cn::GET_TIME => Request::GetTime,
@@ -299,42 +299,59 @@ pub fn classify(frame: &Frame, pw: &str, mn: &[(String, String)], tz: Tz) -> Req
                     .and_then(|t| utc_ms(tz, t))
             };
             match (time("BeginTime"), time("EndTime")) {
-                (Some(from_ms), Some(to_ms)) if from_ms <= to_ms => Request::History {
-                    interval,
-                    analyzer: analyzer.clone(),
-                    from_ms,
-                    to_ms,
-                },
+                (Some(from_ms), Some(to_ms)) if from_ms <= to_ms => {
+                    let (to_ms, clipped) = super::guard::clip_history(interval, from_ms, to_ms);
+                    Request::History {
+                        interval,
+                        analyzer,
+                        from_ms,
+                        to_ms,
+                        clipped,
+                    }
+                }
                 _ => Request::Refuse(2),
             }
         }
     }
 }
 
-/// The answer to a history request: 9011, the values (the request's QN, no ack asked), 9012.
-pub fn history_answer(request: &Frame, values: &[Aggregate], h: &Header) -> Vec<Frame> {
+/// The answer to a history request: 9011, the values (the request's QN, no ack asked), 9012
+/// (`ExeRtn` 1; 100 without data; 3 when the span or the rows were over the caps and only the
+/// first part is answered).
+pub fn history_answer(
+    request: &Frame,
+    values: &[Aggregate],
+    clipped: bool,
+    h: &Header,
+) -> Vec<Frame> {
     let mut out = vec![request_response(request, 1, h.version)];
+    let clipped = clipped || values.len() > super::guard::MAX_HISTORY_ROWS;
+    let values = &values[..values.len().min(super::guard::MAX_HISTORY_ROWS)];
     for v in values {
         let mut f = upload_frame(v, &request.mn, request.qn.clone(), h);
         f.flag = Flags::no_ack(h.version);
         out.push(f);
     }
-    out.push(result_frame(
-        request,
-        if values.is_empty() { 100 } else { 1 },
-        h.version,
-    ));
+    let exe_rtn = if clipped {
+        3
+    } else if values.is_empty() {
+        100
+    } else {
+        1
+    };
+    out.push(result_frame(request, exe_rtn, h.version));
     out
 }
 
-/// The answer to a time request at `now_ms`, and for a set request the evidence draft.
+/// The answer to a time request at `now_ms`, and for a set request the body of its
+/// `platform_time_set` evidence record (sealed through [`super::guard::Coalescer`]).
 pub fn time_answer(
     request: &Frame,
     what: &Request,
     now_ms: i64,
     platform: &str,
     h: &Header,
-) -> (Vec<Frame>, Option<Draft>) {
+) -> (Vec<Frame>, Option<serde_json::Value>) {
     let now_text = codec::time_text(local(h.tz, now_ms));
     match what {
         Request::GetTime => {
@@ -361,20 +378,15 @@ pub fn time_answer(
                 .ok()
                 .and_then(|t| utc_ms(h.tz, t))
                 .map(|t| t - now_ms);
-            let draft = Draft::new(
-                now_ms,
-                "platform_time_set",
-                platform,
-                &serde_json::json!({
-                    "platform": platform,
-                    "mn": request.mn,
-                    "qn": request.qn,
-                    "requested_time": requested,
-                    "local_time": now_text,
-                    "offset_ms": offset_ms,
-                    "applied": false,
-                }),
-            );
+            let draft = serde_json::json!({
+                "platform": platform,
+                "mn": request.mn,
+                "qn": request.qn,
+                "requested_time": requested,
+                "local_time": now_text,
+                "offset_ms": offset_ms,
+                "applied": false,
+            });
             (
                 vec![
                     request_response(request, 1, h.version),

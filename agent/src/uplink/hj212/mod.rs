@@ -35,6 +35,7 @@
 
 pub mod codec;
 pub mod delivery;
+pub mod guard;
 mod messages;
 mod session;
 
@@ -130,6 +131,14 @@ pub struct Hj212Uplink {
     cursor: String,
     last_qn_ms: i64,
     live: Option<LiveValues>,
+    /// How often the platform may ask (kept across reconnections).
+    requests: guard::RequestBudget,
+    /// Evidence its requests cause, at most one record per kind a minute.
+    coalescer: guard::Coalescer,
+    /// Warnings about what the platform sends, one line a minute with a count.
+    garbage: crate::telemetry::Quiet,
+    refused: crate::telemetry::Quiet,
+    dropped: crate::telemetry::Quiet,
 }
 
 impl Hj212Uplink {
@@ -148,6 +157,11 @@ impl Hj212Uplink {
             store,
             last_qn_ms: 0,
             live: None,
+            requests: guard::RequestBudget::default(),
+            coalescer: guard::Coalescer::default(),
+            garbage: crate::telemetry::Quiet::new(Duration::from_secs(60)),
+            refused: crate::telemetry::Quiet::new(Duration::from_secs(60)),
+            dropped: crate::telemetry::Quiet::new(Duration::from_secs(60)),
         }
     }
 
@@ -196,8 +210,17 @@ impl Hj212Uplink {
         frames
     }
 
-    /// Runs until `stop`.
+    /// Runs until `stop`; then seals what the coalescer still counts.
     pub async fn run(mut self, stop: CancellationToken) {
+        self.deliver(&stop).await;
+        let drafts = self.coalescer.drain(crate::clock::now_ms());
+        if !drafts.is_empty() {
+            let _ = self.store.send_evidence(drafts).await;
+        }
+    }
+
+    async fn deliver(&mut self, stop: &CancellationToken) {
+        let stop = stop.clone();
         let name = self.config.name.clone();
         let address = self.config.address.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), self.config.reconnect_max);

@@ -127,8 +127,23 @@ impl Hj212Uplink {
                     return End::Stopped;
                 }
             }
+            let seal_at = self.coalescer.next_due_ms().map(|ms| {
+                Instant::now()
+                    + Duration::from_millis(ms.saturating_sub(crate::clock::now_ms()).max(0) as u64)
+            });
             tokio::select! {
                 () = stop.cancelled() => return End::Stopped,
+                () = async {
+                    match seal_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    let drafts = self.coalescer.due(crate::clock::now_ms());
+                    if !drafts.is_empty() && self.store.send_evidence(drafts).await.is_err() {
+                        return End::Stopped;
+                    }
+                }
                 _ = async {
                     match realtime.as_mut() {
                         Some(tick) => {
@@ -145,14 +160,32 @@ impl Hj212Uplink {
                 msg = incoming.recv() => match msg {
                     None => return End::Lost(Lost::Closed),
                     Some(Err(e)) => {
-                        tracing::warn!(platform = %self.config.name, error = %e, "unreadable frame from the HJ 212 platform; ignored");
+                        if let Some(repeats) = self.garbage.allow(std::time::Instant::now()) {
+                            tracing::warn!(platform = %self.config.name, error = %e, repeats_since_last_line = repeats, "unreadable frame from the HJ 212 platform; ignored");
+                        }
                     }
                     Some(Ok(frame)) if frame.cn == cn::DATA_RESPONSE => {
-                        if delivery.on_ack(&frame.qn).is_none() {
-                            tracing::debug!(platform = %self.config.name, qn = %frame.qn, "9014 for no upload in flight; ignored");
+                        match super::guard::authenticate(&frame, &self.config.pw, &self.config.mn) {
+                            Ok(_) => {
+                                if delivery.on_ack(&frame.qn).is_none() {
+                                    tracing::debug!(platform = %self.config.name, qn = %frame.qn, "9014 for no upload in flight; ignored");
+                                }
+                            }
+                            // Not taken as an acknowledgement: the upload stays in flight.
+                            Err(code) => {
+                                if let Err(e) = self.refuse(&frame, code, &mut write).await {
+                                    return End::Lost(e);
+                                }
+                            }
                         }
                     }
                     Some(Ok(frame)) => {
+                        if !self.requests.allow(std::time::Instant::now()) {
+                            if let Some(repeats) = self.dropped.allow(std::time::Instant::now()) {
+                                tracing::warn!(platform = %self.config.name, cn = %frame.cn.escape_debug(), repeats_since_last_line = repeats, per_s = super::guard::REQUESTS_PER_S, burst = super::guard::REQUEST_BURST, "the HJ 212 platform asks more often than answered; request dropped");
+                            }
+                            continue;
+                        }
                         if let Err(e) = self.answer(&frame, &mut write).await {
                             return End::Lost(e);
                         }
@@ -254,15 +287,37 @@ impl Hj212Uplink {
         Ok(())
     }
 
+    /// Answers a frame whose PW or MN is wrong with 9011 `QnRtn` `code` (within the request
+    /// budget; beyond it, only counted).
+    async fn refuse<W: AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        code: u32,
+        write: &mut W,
+    ) -> Result<(), Lost> {
+        let now = std::time::Instant::now();
+        if let Some(repeats) = self.refused.allow(now) {
+            tracing::warn!(platform = %self.config.name, cn = %frame.cn.escape_debug(), mn = %frame.mn.escape_debug(), qn_rtn = code, repeats_since_last_line = repeats, "HJ 212 frame with a wrong PW or an unknown MN; refused, not taken");
+        }
+        if !self.requests.allow(now) {
+            return Ok(());
+        }
+        let answer = request_response(frame, code, self.header.version);
+        self.write(write, &[answer]).await
+    }
+
     /// Answers a platform request.
     async fn answer<W: AsyncWrite + Unpin>(
-        &self,
+        &mut self,
         frame: &Frame,
         write: &mut W,
     ) -> Result<(), Lost> {
         let name = self.config.name.clone();
         let request = classify(frame, &self.config.pw, &self.config.mn, self.header.tz);
-        tracing::info!(platform = %name, cn = %frame.cn, qn = %frame.qn, ?request, "HJ 212 platform request");
+        if let Request::Refuse(code @ (3 | 4)) = request {
+            return self.refuse(frame, code, write).await;
+        }
+        tracing::info!(platform = %name, cn = %frame.cn.escape_debug(), qn = %frame.qn.escape_debug(), ?request, "HJ 212 platform request");
         let version = self.header.version;
         let frames = match &request {
             Request::Refuse(code) => vec![request_response(frame, *code, version)],
@@ -271,16 +326,17 @@ impl Hj212Uplink {
                 analyzer,
                 from_ms,
                 to_ms,
+                clipped,
             } => {
-                let (interval, analyzer, from_ms, to_ms) =
-                    (*interval, analyzer.clone(), *from_ms, *to_ms);
+                let (interval, analyzer, from_ms, to_ms, clipped) =
+                    (*interval, analyzer.clone(), *from_ms, *to_ms, *clipped);
                 match self
                     .blocking(move |store| {
                         values_between(store, interval, &analyzer, from_ms, to_ms)
                     })
                     .await
                 {
-                    Ok(values) => history_answer(frame, &values, &self.header),
+                    Ok(values) => history_answer(frame, &values, clipped, &self.header),
                     Err(e) => {
                         tracing::error!(platform = %name, error = %e, "cannot read history for the HJ 212 platform");
                         vec![
@@ -293,9 +349,13 @@ impl Hj212Uplink {
             Request::GetTime | Request::SetTime(_) => {
                 let (frames, draft) =
                     time_answer(frame, &request, crate::clock::now_ms(), &name, &self.header);
-                if let Some(draft) = draft {
-                    tracing::warn!(platform = %name, requested = ?request, "the HJ 212 platform asked to set the clock; not applied, recorded as evidence");
-                    let _ = self.store.send_evidence(vec![draft]).await;
+                if let Some(body) = draft {
+                    let now = crate::clock::now_ms();
+                    let drafts = self.coalescer.offer(now, "platform_time_set", &name, body);
+                    if !drafts.is_empty() {
+                        tracing::warn!(platform = %name, requested = ?request, "the HJ 212 platform asked to set the clock; not applied, recorded as evidence (repeats within a minute are counted in one record)");
+                        let _ = self.store.send_evidence(drafts).await;
+                    }
                 }
                 frames
             }

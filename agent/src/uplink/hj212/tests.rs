@@ -137,7 +137,26 @@ fn requests_are_classified_and_bad_ones_refused() {
             interval: Interval::Minute,
             analyzer: "F1/NMHC".into(),
             from_ms: T0,
-            to_ms: T0 + 120_000
+            to_ms: T0 + 120_000,
+            clipped: false,
+        }
+    );
+    // A week of minutes is answered for its first day only, and says so.
+    let week = request(
+        "2051",
+        Cp::new().with_item([
+            ("BeginTime", "20260101080000"),
+            ("EndTime", "20260108080000"),
+        ]),
+    );
+    assert_eq!(
+        classify(&week, "123456", &mns(), tz),
+        Request::History {
+            interval: Interval::Minute,
+            analyzer: "F1/NMHC".into(),
+            from_ms: T0,
+            to_ms: T0 + 86_400_000 - 1,
+            clipped: true,
         }
     );
     assert_eq!(classify(&history, "654321", &mns(), tz), Request::Refuse(3));
@@ -175,15 +194,33 @@ fn history_is_answered_with_9011_the_values_and_9012() {
         aggregate(1, &minute("F1/NMHC", T0, Some(1.5), Flag::N)),
         aggregate(2, &minute("F1/NMHC", T0 + 60_000, Some(2.0), Flag::N)),
     ];
-    let frames = history_answer(&req, &values, &header());
+    let frames = history_answer(&req, &values, false, &header());
     let cns: Vec<&str> = frames.iter().map(|f| f.cn.as_str()).collect();
     assert_eq!(cns, ["9011", "2051", "2051", "9012"]);
     assert!(frames.iter().all(|f| f.qn == req.qn && !f.flag.ack));
     assert_eq!(frames[0].cp.get("QnRtn"), Some("1"));
     assert_eq!(frames[2].cp.get("DataTime"), Some("20260101080100"));
     assert_eq!(frames[3].cp.get("ExeRtn"), Some("1"));
-    let none = history_answer(&req, &[], &header());
+    let none = history_answer(&req, &[], false, &header());
     assert_eq!(none[1].cp.get("ExeRtn"), Some("100"));
+    // Over the caps: the first part, then ExeRtn 3 (the request asked more than one answer).
+    let clipped = history_answer(&req, &values, true, &header());
+    assert_eq!(clipped.len(), 4);
+    assert_eq!(clipped[3].cp.get("ExeRtn"), Some("3"));
+    let many: Vec<_> = (0..crate::uplink::hj212::guard::MAX_HISTORY_ROWS as i64 + 10)
+        .map(|i| {
+            aggregate(
+                i + 1,
+                &minute("F1/NMHC", T0 + i * 60_000, Some(1.0), Flag::N),
+            )
+        })
+        .collect();
+    let capped = history_answer(&req, &many, false, &header());
+    assert_eq!(
+        capped.len(),
+        crate::uplink::hj212::guard::MAX_HISTORY_ROWS + 2
+    );
+    assert_eq!(capped.last().unwrap().cp.get("ExeRtn"), Some("3"));
 }
 
 #[test]
@@ -202,11 +239,9 @@ fn time_get_answers_local_time_and_time_set_is_recorded_not_applied() {
     assert_eq!(what, Request::SetTime("20260101080100".into()));
     let (frames, draft) = time_answer(&set, &what, T0, "prov", &h);
     assert_eq!(frames[1].cp.get("ExeRtn"), Some("2"));
-    let draft = draft.unwrap();
-    assert_eq!(draft.kind, "platform_time_set");
-    assert_eq!(draft.subject, "prov");
-    assert!(draft.body.contains("\"offset_ms\":60000"), "{}", draft.body);
-    assert!(draft.body.contains("\"applied\":false"), "{}", draft.body);
+    let body = draft.unwrap();
+    assert_eq!(body["offset_ms"], 60_000, "{body}");
+    assert_eq!(body["applied"], false, "{body}");
 }
 
 async fn next_frame(
@@ -564,6 +599,48 @@ async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
         "{end:?}"
     );
     assert_eq!(acked, Some(1));
+    drop(handle);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_9014_with_a_wrong_pw_or_mn_is_refused_and_never_taken_as_an_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, handle, writer) = one_minute_stored(dir.path());
+    let config = platform("pipe", "unused:1".into(), 300, 5);
+    let mut uplink = Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone());
+    let (ours, mut platform) = tokio::io::duplex(8192);
+    let stop = CancellationToken::new();
+    let session = tokio::spawn(async move {
+        let mut acked = Some(0);
+        let end = uplink.session(ours, &stop, &mut acked).await;
+        (end, acked)
+    });
+    let mut reader = FrameReader::new();
+    let first = next_frame(&mut platform, &mut reader).await;
+    for (pw, mn, qn_rtn) in [
+        ("WRONG", first.mn.as_str(), "3"),
+        ("123456", "NOTMINE", "4"),
+    ] {
+        let mut forged = Frame::data_response(&first, VERSION_2017);
+        forged.pw = pw.into();
+        forged.mn = mn.into();
+        send(&mut platform, &forged).await;
+        let answer = next_frame(&mut platform, &mut reader).await;
+        assert_eq!(
+            (answer.cn.as_str(), answer.cp.get("QnRtn")),
+            ("9011", Some(qn_rtn))
+        );
+    }
+    // Still in flight: resent with its QN, then acknowledged properly.
+    let again = next_frame(&mut platform, &mut reader).await;
+    assert_eq!(again, first);
+    drop(platform);
+    let (_, acked) = tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .expect("the session ends when the platform hangs up")
+        .unwrap();
+    assert_eq!(acked, Some(0), "a forged 9014 moved the position");
     drop(handle);
     writer.await.unwrap();
 }
