@@ -92,6 +92,7 @@ pub async fn start(config: SiteConfig, stop: CancellationToken) -> Result<Runnin
         disk_budget_bytes: config.store.disk_budget_bytes,
         evidence_retention: config.evidence.retention,
         compact_every: config.store.compact_interval,
+        disk_reserve_bytes: config.store.disk_reserve_bytes,
     };
     let rules = config.rules_config(&points);
     let mut engine = Engine::new(&rules).live();

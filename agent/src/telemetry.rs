@@ -285,6 +285,16 @@ pub fn metrics_text(snap: &PlantSnapshot, store_bytes: Option<u64>, now_ms: i64)
             "Readings dropped because commits kept failing and the buffer was full.",
             store.readings_dropped,
         ),
+        (
+            "sealwatch_store_readings_refused_total",
+            "Readings not stored because the disk was full with only evidence and rule outputs left.",
+            store.readings_refused,
+        ),
+        (
+            "sealwatch_store_pruned_for_space_total",
+            "Raw-reading rows pruned (oldest first) because the file system ran short of space.",
+            store.pruned_for_space,
+        ),
     ] {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
@@ -300,6 +310,21 @@ pub fn metrics_text(snap: &PlantSnapshot, store_bytes: Option<u64>, now_ms: i64)
         "sealwatch_store_committing {}",
         u8::from(store.committing())
     );
+    for (name, help, on) in [
+        (
+            "sealwatch_store_full",
+            "1 while readings are refused because the disk is full with only evidence left.",
+            store.space_exhausted_since_ms.is_some(),
+        ),
+        (
+            "sealwatch_store_retention_paused",
+            "1 while retention pruning is paused because the wall clock jumped.",
+            store.retention_paused.is_some(),
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {}", u8::from(on));
+    }
     if let Some(latency) = snap.upload_latency_s {
         family(
             &mut out,

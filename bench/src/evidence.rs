@@ -56,6 +56,7 @@ pub(crate) async fn measure(records: u64) -> anyhow::Result<DrainFigures> {
         disk_budget_bytes: 1 << 40,
         evidence_retention: Duration::from_secs(1095 * 86_400),
         compact_every: sealwatch_agent::store::COMPACT_EVERY,
+        disk_reserve_bytes: 0,
     };
     let (handle, writer) = spawn_writer(store, Vec::new(), Duration::from_secs(1), limits);
     let config = AuditUplinkConfig {

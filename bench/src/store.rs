@@ -60,6 +60,7 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
         disk_budget_bytes: 1 << 40,
         evidence_retention: Duration::from_secs(1095 * 86_400),
         compact_every: sealwatch_agent::store::COMPACT_EVERY,
+        disk_reserve_bytes: 0,
     };
 
     // Ours: commits of 20 s of data (20,000 readings), compacted every minute of data, as the

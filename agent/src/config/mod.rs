@@ -132,6 +132,8 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// Size limit of the database file, bytes.
     pub disk_budget_bytes: u64,
+    /// Free space kept on the file system, bytes.
+    pub disk_reserve_bytes: u64,
     /// How long raw readings are kept.
     pub raw_retention: Duration,
     /// Longest time between commits.

@@ -148,6 +148,9 @@ pub struct RawStore {
     /// Largest size the database may grow to, MiB; raw readings are pruned oldest first past it.
     /// Default 2048.
     pub disk_budget_mib: Option<i64>,
+    /// Free space the file system must keep, MiB (1–65536): below it the oldest raw readings
+    /// are pruned before a commit. Default 64.
+    pub disk_reserve_mib: Option<i64>,
     /// How long raw readings are kept, days. Default 90.
     pub raw_retention_days: Option<i64>,
     /// Longest time between commits of polled readings, ms (100–10000). Default 1000.

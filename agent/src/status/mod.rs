@@ -275,7 +275,8 @@ pub struct StatusView {
 /// Something an operator must look at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
-    /// `store_replaced`, `store_failing`, `store_corruption`, `audit_answers`.
+    /// `store_replaced`, `store_failing`, `store_full`, `store_corruption`,
+    /// `retention_paused`, `anchor_unwritable`, `audit_answers`, …
     pub kind: String,
     /// What, in words.
     pub message: String,
@@ -310,6 +311,23 @@ pub fn alarms(snap: &PlantSnapshot, now: i64) -> Vec<Alarm> {
                 "{} stored rows did not decode (set aside, each on the record); SQLite reported the file damaged {} times",
                 store.corrupt_rows, store.sqlite_corrupt
             ),
+            since_ms: None,
+        });
+    }
+    if let Some(since) = store.space_exhausted_since_ms {
+        out.push(Alarm {
+            kind: "store_full".into(),
+            message: format!(
+                "the disk is full and only evidence and rule outputs are left to keep: readings are not stored ({} so far), judgements and evidence still are — free space on the disk",
+                store.readings_refused
+            ),
+            since_ms: Some(since),
+        });
+    }
+    if let Some(why) = &store.retention_paused {
+        out.push(Alarm {
+            kind: "retention_paused".into(),
+            message: why.clone(),
             since_ms: None,
         });
     }

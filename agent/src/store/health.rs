@@ -29,6 +29,15 @@ pub struct StoreHealth {
     pub replaced: Option<String>,
     /// Why the chain anchor cannot be written, while it cannot.
     pub anchor_error: Option<String>,
+    /// Why retention pruning is paused (the wall clock jumped), while it is.
+    pub retention_paused: Option<String>,
+    /// Raw-reading rows pruned because the file system ran short of space.
+    pub pruned_for_space: u64,
+    /// Readings not stored because the file system was full with only evidence and rule
+    /// outputs left to keep (nothing more may be pruned).
+    pub readings_refused: u64,
+    /// Since when readings are refused for space, ms; `None` while they are stored.
+    pub space_exhausted_since_ms: Option<i64>,
 }
 
 impl StoreHealth {

@@ -49,6 +49,7 @@ mod evidence;
 pub mod frame;
 pub mod health;
 mod integrity;
+pub mod retention;
 mod schema;
 mod upgrade;
 
@@ -342,6 +343,52 @@ fn merge_frames(
     Ok(())
 }
 
+/// The newest time stored: the last raw reading or evidence record, ms.
+fn newest_stored_ms(conn: &Connection, path: &Path) -> Result<Option<i64>, StoreError> {
+    conn.query_row(
+        "SELECT max(coalesce((SELECT max(last_ms) FROM reading_blocks), 0),
+                    coalesce((SELECT max(last_ms) FROM reading_frames), 0),
+                    coalesce((SELECT max(at_ms) FROM evidence), 0))",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|ms| (ms > 0).then_some(ms))
+    .map_err(sql_err(path, "reading the newest stored time"))
+}
+
+/// Bytes of free pages inside the file as `conn` sees it.
+fn free_bytes(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT (SELECT freelist_count FROM pragma_freelist_count) * (SELECT page_size FROM pragma_page_size)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|b| b.max(0) as u64)
+    .map_err(sql_err(path, "measuring free pages"))
+}
+
+/// Bytes the file system holding `path` has free for this process (`statvfs`).
+fn disk_available(path: &Path) -> Option<u64> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    rustix::fs::statvfs(dir)
+        .ok()
+        .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+}
+
+/// Whether a failed commit failed for space (`SQLITE_FULL`, or the OS's "no space left").
+fn out_of_space(err: &StoreError) -> bool {
+    match err {
+        StoreError::Sql { source, .. } => {
+            source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                || source.to_string().contains("No space left")
+        }
+        _ => false,
+    }
+}
+
 /// Bytes in use by the database as `conn` sees it (inside its transaction, if one is open).
 fn used_bytes(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
     let (pages, free, size): (i64, i64, i64) = conn
@@ -393,6 +440,8 @@ pub struct CompactStats {
     pub pruned_evidence_through: Option<(u64, String)>,
     /// Rows that did not decode, set aside into `quarantine`.
     pub corruptions: Vec<Corruption>,
+    /// The blocks went because the file system ran short of space (not for age or budget).
+    pub for_space: bool,
 }
 
 /// Limits applied by [`Store::compact`].
@@ -406,6 +455,9 @@ pub struct Limits {
     pub evidence_retention: Duration,
     /// How often the writer compacts (and applies these limits).
     pub compact_every: Duration,
+    /// Free space the file system must keep: below it, raw readings are pruned (oldest first)
+    /// before a commit; 0 turns the check off.
+    pub disk_reserve_bytes: u64,
 }
 
 /// An open database.
@@ -427,6 +479,12 @@ pub struct Store {
     scrub_last: Option<Instant>,
     /// What the writer reports about itself.
     health: HealthHandle,
+    /// The wall clock and the monotonic clock read together when the writer started: the
+    /// wall clock is trusted for retention only while it keeps pace with the monotonic one.
+    clock: Option<(i64, Instant)>,
+    /// Set while the file system has no space and no raw readings are left to prune: readings
+    /// are not stored (counted), rule outputs and evidence still are.
+    space_exhausted: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -459,6 +517,8 @@ impl Store {
             scrub_after: 0,
             scrub_last: None,
             health: HealthHandle::default(),
+            clock: None,
+            space_exhausted: false,
         };
         schema::migrate(&mut store.conn, path)?;
         store.identity = integrity::identity(path).ok();
@@ -492,6 +552,8 @@ impl Store {
             scrub_after: 0,
             scrub_last: None,
             health: HealthHandle::default(),
+            clock: None,
+            space_exhausted: false,
         })
     }
 
@@ -709,32 +771,47 @@ impl Store {
             sealer,
             scrub_after,
             scrub_last,
+            clock,
+            health,
             ..
         } = self;
+        let clock = *clock;
         let sql = |context| sql_err(path, context);
         integrity::check_content(conn, path, sealer.as_ref().map(|s| s.head))?;
         let mut stats = CompactStats::default();
         let tx = conn.transaction().map_err(sql("compacting readings"))?;
+        // Deletes come before writes: on a file system near full, what the deletes free is what
+        // the merge and the records reuse.
+        let reference = retention::reference(
+            now_ms,
+            clock.map(|(wall, mono)| retention::expected_wall(wall, mono.elapsed())),
+            newest_stored_ms(&tx, path)?,
+        );
+        let paused = match reference {
+            retention::Reference::At(at_ms) => {
+                let cutoff = at_ms.saturating_sub(limits.raw_retention.as_millis() as i64);
+                // Raw readings and what was set aside end with the window.
+                for table in ["reading_blocks", "reading_frames", "quarantine"] {
+                    stats.pruned_blocks += tx
+                        .execute(
+                            &format!("DELETE FROM {table} WHERE last_ms < ?1"),
+                            params![cutoff],
+                        )
+                        .map_err(sql("pruning old readings"))?;
+                }
+                (stats.pruned_evidence, stats.pruned_evidence_through) =
+                    evidence::prune_acknowledged(&tx, path, at_ms, limits.evidence_retention)?;
+                None
+            }
+            retention::Reference::Paused { jump_ms } => Some(jump_ms),
+        };
+        stats.pruned_blocks += prune_for_budget(&tx, path, limits.disk_budget_bytes)?;
         merge_frames(&tx, path, rows, &mut stats, now_ms)?;
-        let cutoff = now_ms.saturating_sub(limits.raw_retention.as_millis() as i64);
-        // Only a frame that did not decode is left after merging (set aside); raw readings and
-        // what was set aside end with the window.
-        for table in ["reading_blocks", "reading_frames", "quarantine"] {
-            stats.pruned_blocks += tx
-                .execute(
-                    &format!("DELETE FROM {table} WHERE last_ms < ?1"),
-                    params![cutoff],
-                )
-                .map_err(sql("pruning old readings"))?;
-        }
         let budget = integrity::scrub_budget(scrub_last.map_or(Duration::ZERO, |t| t.elapsed()));
         *scrub_last = Some(Instant::now());
         let (found, next) = integrity::scrub_blocks(&tx, path, *scrub_after, budget, now_ms)?;
         stats.corruptions.extend(found);
         *scrub_after = next;
-        (stats.pruned_evidence, stats.pruned_evidence_through) =
-            evidence::prune_acknowledged(&tx, path, now_ms, limits.evidence_retention)?;
-        stats.pruned_blocks += prune_for_budget(&tx, path, limits.disk_budget_bytes)?;
         // What was set aside or pruned is on the record in the same transaction: a crash keeps
         // both or neither.
         let drafts = compaction_drafts(&stats, limits, now_ms);
@@ -746,8 +823,167 @@ impl Store {
         if let (Some(s), Some(head)) = (sealer.as_mut(), new_head) {
             s.head = head;
         }
+        let why = paused.map(retention::paused_text);
+        let was = health.update(|h| std::mem::replace(&mut h.retention_paused, why.clone()));
+        if was != why {
+            match &why {
+                Some(w) => tracing::warn!(path = %path.display(), "{w}"),
+                None => {
+                    tracing::info!(path = %path.display(), "the wall clock keeps pace again; retention pruning resumed")
+                }
+            }
+        }
         self.refresh_anchor(true);
         Ok(stats)
+    }
+
+    /// Trusts the wall clock for retention only while it keeps pace with the monotonic clock
+    /// read at the same moment (the writer calls this as it starts).
+    pub fn watch_clock(&mut self, wall_ms: i64, at: Instant) {
+        self.clock = Some((wall_ms, at));
+    }
+
+    /// Makes room for a commit: checkpoints the write-ahead log (so its file is reused rather
+    /// than grown), then deletes the oldest raw readings (blocks, then uncompacted frames),
+    /// 100 rows at a time, until `want` bytes of pages inside the file are free, and seals a
+    /// `data_pruned` record saying so — in one transaction that deletes before it writes.
+    /// Evidence and rule outputs are never deleted for space. Returns the rows deleted (0:
+    /// no raw readings are left).
+    pub fn free_space(
+        &mut self,
+        want: u64,
+        now_ms: i64,
+        limits: Limits,
+    ) -> Result<usize, StoreError> {
+        integrity::check_identity(&self.path, self.identity)?;
+        self.checkpoint();
+        let Store {
+            conn, path, sealer, ..
+        } = self;
+        let sql = |context| sql_err(path, context);
+        let tx = conn.transaction().map_err(sql("freeing space"))?;
+        let mut stats = CompactStats {
+            for_space: true,
+            ..CompactStats::default()
+        };
+        while free_bytes(&tx, path)? < want {
+            let mut deleted = 0;
+            for table in ["reading_blocks", "reading_frames"] {
+                deleted = tx
+                    .execute(&format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY last_ms LIMIT 100)"), [])
+                    .map_err(sql("pruning readings for space"))?;
+                if deleted > 0 {
+                    break;
+                }
+            }
+            if deleted == 0 {
+                break;
+            }
+            stats.pruned_blocks += deleted;
+        }
+        let new_head = match sealer.as_ref() {
+            Some(s) if stats.pruned_blocks > 0 => Some(evidence::insert_sealed(
+                &tx,
+                path,
+                s,
+                &compaction_drafts(&stats, limits, now_ms),
+            )?),
+            _ => None,
+        };
+        tx.commit().map_err(sql("freeing space"))?;
+        if let (Some(s), Some(head)) = (sealer.as_mut(), new_head) {
+            s.head = head;
+        }
+        self.checkpoint();
+        let pruned = stats.pruned_blocks;
+        self.health.update(|h| h.pruned_for_space += pruned as u64);
+        Ok(pruned)
+    }
+
+    /// Copies the write-ahead log into the file and lets the next writer start it from the
+    /// beginning (best effort: a reader may hold it).
+    fn checkpoint(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+    }
+
+    /// A commit of `readings` with what it comes with, kept within the file system's space:
+    /// below `limits.disk_reserve_bytes` free (or when SQLite reports the disk full) the oldest
+    /// raw readings are pruned first and the commit tried again; when none are left, the
+    /// readings are not stored (counted, ERROR, `store_full` alarm) while rule outputs and
+    /// evidence still are, until space returns.
+    pub fn append_within_space(
+        &mut self,
+        readings: impl Iterator<Item = (i64, Sample)>,
+        outputs: &[Output],
+        drafts: &[crate::evidence::Draft],
+        now_ms: i64,
+        limits: Limits,
+    ) -> Result<(), StoreError> {
+        let mut buffer = self.take_buffer();
+        buffer.extend(readings);
+        let result = self.append_buffer_within_space(&buffer, outputs, drafts, now_ms, limits);
+        self.give_back(buffer);
+        result
+    }
+
+    fn append_buffer_within_space(
+        &mut self,
+        readings: &[(i64, Sample)],
+        outputs: &[Output],
+        drafts: &[crate::evidence::Draft],
+        now_ms: i64,
+        limits: Limits,
+    ) -> Result<(), StoreError> {
+        let reserve = limits.disk_reserve_bytes;
+        let want = reserve.max(1 << 20);
+        let short = |store: &Store| {
+            reserve > 0 && disk_available(&store.path).is_some_and(|free| free < reserve)
+        };
+        if short(self) || self.space_exhausted {
+            let freed = self.free_space(want, now_ms, limits)?;
+            self.set_exhausted(freed == 0 && short(self), now_ms);
+        }
+        let attempt = |store: &mut Store| {
+            let rows = if store.space_exhausted {
+                &[][..]
+            } else {
+                readings
+            };
+            store.append_samples(rows, outputs, drafts)
+        };
+        let result = match attempt(self) {
+            Err(e) if out_of_space(&e) => {
+                let freed = self.free_space(want, now_ms, limits)?;
+                if freed == 0 {
+                    self.set_exhausted(true, now_ms);
+                }
+                attempt(self)
+            }
+            other => other,
+        };
+        if result.is_ok() && self.space_exhausted && !readings.is_empty() {
+            let n = readings.len() as u64;
+            self.health.update(|h| h.readings_refused += n);
+        }
+        result
+    }
+
+    fn set_exhausted(&mut self, exhausted: bool, now_ms: i64) {
+        if exhausted == self.space_exhausted {
+            return;
+        }
+        self.space_exhausted = exhausted;
+        let path = self.path.display().to_string();
+        self.health.update(|h| {
+            h.space_exhausted_since_ms = exhausted.then_some(now_ms);
+        });
+        if exhausted {
+            tracing::error!(%path, "the file system is full and only evidence and rule outputs are left in the database (they are never pruned for space): readings are no longer stored, judgements and evidence still are — free space on the disk");
+        } else {
+            tracing::info!(%path, "space is available again; readings are stored again");
+        }
     }
 
     /// Bytes in use by the database (pages in use, not free pages).
@@ -1099,6 +1335,8 @@ fn spawn_writer_buffering(
     max_buffered: usize,
 ) -> (StoreHandle, tokio::task::JoinHandle<Store>) {
     let (tx, rx) = mpsc::channel(1024);
+    let mut store = store;
+    store.watch_clock(crate::clock::now_ms(), Instant::now());
     let task = tokio::spawn(writer_loop(
         store,
         point_ids.into(),
@@ -1174,7 +1412,13 @@ fn commit_batch(
                 .get(r.point.0 as usize)
                 .map(|id| (*id, Sample::from(r)))
         });
-        result = store.append_rows(rows, &batch.outputs, &batch.drafts);
+        result = store.append_within_space(
+            rows,
+            &batch.outputs,
+            &batch.drafts,
+            crate::clock::now_ms(),
+            limits,
+        );
     }
     let compaction =
         (result.is_ok() && compact).then(|| store.compact(crate::clock::now_ms(), limits));
@@ -1438,6 +1682,11 @@ pub fn compaction_drafts(
             "disk_budget_bytes": limits.disk_budget_bytes,
             "evidence_retention_days": limits.evidence_retention.as_secs() / 86_400,
         });
+        let mut body = body;
+        if stats.for_space {
+            body["reason"] = "disk_space".into();
+            body["disk_reserve_bytes"] = limits.disk_reserve_bytes.into();
+        }
         drafts.push(crate::evidence::Draft::new(
             now_ms,
             "data_pruned",

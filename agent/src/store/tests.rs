@@ -12,6 +12,7 @@ fn limits() -> Limits {
         disk_budget_bytes: 1 << 30,
         evidence_retention: Duration::from_secs(1095 * 86_400),
         compact_every: crate::store::COMPACT_EVERY,
+        disk_reserve_bytes: 0,
     }
 }
 
@@ -30,6 +31,9 @@ fn noisy(from_ms: i64) -> Vec<Reading> {
 /// not grow.
 fn store_on_a_full_disk(dir: &std::path::Path) -> (Store, Vec<i64>) {
     let mut store = Store::open(&dir.join("site.db")).unwrap();
+    store
+        .enable_evidence("s", ed25519_dalek::SigningKey::from_bytes(&[9; 32]))
+        .unwrap();
     let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
     let pages: i64 = store
         .conn
@@ -290,6 +294,17 @@ async fn a_full_disk_is_retried_once_an_interval_however_often_a_commit_is_asked
     let interval = Duration::from_millis(600);
     let (handle, _task) = spawn_writer(store, ids, interval, limits());
     handle.send(noisy(t0)).await.unwrap();
+    // Evidence too: without raw readings to prune, the readings are set aside, but the
+    // evidence must be stored, and cannot be.
+    handle
+        .send_evidence(vec![crate::evidence::Draft::new(
+            t0,
+            "test",
+            "",
+            &serde_json::json!({ "pad": "x".repeat(20_000) }),
+        )])
+        .await
+        .unwrap();
     let first = handle.flush().await.unwrap_err();
     assert!(first.to_string().contains("full"), "{first}");
     // Asking again at once (a flush, evidence, a verdict) does not hammer the broken disk.
@@ -727,6 +742,12 @@ fn a_full_disk_keeps_the_batch_for_the_next_commit_without_duplicates() {
     let mut report = Report::new(store.health().clone());
     let mut pending = Pending::default();
     pending.readings.extend(noisy(T0));
+    pending.drafts.push(crate::evidence::Draft::new(
+        T0,
+        "test",
+        "",
+        &serde_json::json!({ "pad": "x".repeat(20_000) }),
+    ));
     let (ack, mut told) = oneshot::channel();
     pending.flushes.push(ack);
     let batch = std::mem::take(&mut pending);
@@ -899,7 +920,10 @@ mod model {
                         store.append_readings(&rows).unwrap();
                     }
                     Op::Compact => {
+                        // Compaction applies the retention too (counted from the newest
+                        // reading, which is at most `now`).
                         store.compact(now, retention()).unwrap();
+                        cutoff = cutoff.max(now - RETENTION_MS);
                     }
                     Op::Reopen => {
                         drop(store);
@@ -939,4 +963,122 @@ mod model {
             prop_assert_eq!(store.reading_count().unwrap(), total as u64);
         }
     }
+}
+
+#[test]
+fn a_full_file_system_prunes_the_oldest_raw_readings_and_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, ids) = store_on_a_full_disk(dir.path());
+    store
+        .conn
+        .pragma_update(None, "max_page_count", 1 << 30)
+        .unwrap();
+    for minute in 0..20 {
+        let batch: Vec<(i64, Reading)> = noisy(T0 + minute * 60_000)
+            .into_iter()
+            .map(|r| (ids[0], r))
+            .collect();
+        store.append_readings(&batch).unwrap();
+        store.compact(T0 + minute * 60_000, limits()).unwrap();
+    }
+    let records_before = store.evidence_range(0, 1000).unwrap().len();
+    // The disk is full now: no free pages inside the file, and the file may not grow.
+    store.conn.execute_batch("VACUUM").unwrap();
+    let pages: i64 = store
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .conn
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    let later = T0 + 3_600_000;
+    let fresh = noisy(later);
+    let rows = fresh.iter().map(|r| (ids[0], Sample::from(r)));
+    let draft = crate::evidence::Draft::new(later, "test", "", &serde_json::json!({}));
+    store
+        .append_within_space(rows, &[], &[draft], later, limits())
+        .expect("space made by pruning raw readings, then committed");
+    assert_eq!(
+        store.readings("a/x", later, later + 5000).unwrap().len(),
+        5000
+    );
+    assert!(
+        store.readings("a/x", T0, T0 + 60_000).unwrap().is_empty(),
+        "the oldest raw readings went first"
+    );
+    let records = store.evidence_range(0, 1000).unwrap();
+    assert_eq!(
+        records.len(),
+        records_before + 2,
+        "the test record and one data_pruned record"
+    );
+    let pruned = store.last_evidence_of("data_pruned").unwrap().unwrap();
+    assert!(
+        pruned.body.contains("\"reason\":\"disk_space\""),
+        "{}",
+        pruned.body
+    );
+    assert!(store.health().get().pruned_for_space > 0);
+    assert_eq!(store.health().get().readings_refused, 0);
+}
+
+#[test]
+fn with_only_evidence_left_readings_are_refused_and_counted_while_evidence_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, ids) = store_on_a_full_disk(dir.path());
+    let pages: i64 = store
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .conn
+        .pragma_update(None, "max_page_count", pages + 2)
+        .unwrap();
+    let rows = noisy(T0).into_iter().map(|r| (ids[0], Sample::from(&r)));
+    let draft = crate::evidence::Draft::new(T0, "breach_started", "F1/B1", &serde_json::json!({}));
+    store
+        .append_within_space(rows, &[], &[draft], T0, limits())
+        .expect("the evidence is stored without the readings");
+    assert_eq!(store.reading_count().unwrap(), 0);
+    assert!(store.last_evidence_of("breach_started").unwrap().is_some());
+    let health = store.health().get();
+    assert_eq!(health.readings_refused, 5000);
+    assert_eq!(health.space_exhausted_since_ms, Some(T0));
+    // Space again: readings are stored again.
+    store
+        .conn
+        .pragma_update(None, "max_page_count", 1 << 30)
+        .unwrap();
+    let rows = noisy(T0 + 10_000)
+        .into_iter()
+        .map(|r| (ids[0], Sample::from(&r)));
+    store
+        .append_within_space(rows, &[], &[], T0 + 10_000, limits())
+        .unwrap();
+    assert_eq!(store.reading_count().unwrap(), 5000);
+    assert_eq!(store.health().get().space_exhausted_since_ms, None);
+}
+
+#[test]
+fn a_wall_clock_set_forward_by_months_prunes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
+    store.watch_clock(T0, std::time::Instant::now());
+    store
+        .append_readings(&[(ids[0], reading(0, T0, Outcome::Value(1.0)))])
+        .unwrap();
+    store.compact(T0, limits()).unwrap();
+    // The wall clock now says 100 days later, a moment after the monotonic clock started; a
+    // reading is stamped with the wrong time too.
+    let jumped = T0 + 100 * 86_400_000;
+    store
+        .append_readings(&[(ids[0], reading(0, jumped, Outcome::Value(2.0)))])
+        .unwrap();
+    let stats = store.compact(jumped, limits()).unwrap();
+    assert_eq!(stats.pruned_blocks, 0);
+    assert_eq!(store.reading_count().unwrap(), 2);
+    let why = store.health().get().retention_paused.expect("said why");
+    assert!(why.contains("+100.0 days"), "{why}");
 }

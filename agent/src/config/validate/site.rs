@@ -64,6 +64,15 @@ pub(super) fn store(
         1 << 20,
         "MiB",
     );
+    let reserve = ranged(
+        issues,
+        &store_path.key("disk_reserve_mib"),
+        raw.disk_reserve_mib,
+        64,
+        1,
+        65_536,
+        "MiB",
+    );
     let retention = ranged(
         issues,
         &store_path.key("raw_retention_days"),
@@ -95,6 +104,7 @@ pub(super) fn store(
     StoreSettings {
         path: base_dir.join(db),
         disk_budget_bytes: budget as u64 * 1024 * 1024,
+        disk_reserve_bytes: reserve as u64 * 1024 * 1024,
         raw_retention: Duration::from_secs(retention as u64 * 86_400),
         commit_interval: Duration::from_millis(commit as u64),
         compact_interval: Duration::from_millis(compact as u64),

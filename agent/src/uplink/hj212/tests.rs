@@ -275,6 +275,7 @@ fn writer_of(store: Store) -> (StoreHandle, tokio::task::JoinHandle<Store>) {
         disk_budget_bytes: 1 << 30,
         evidence_retention: Duration::from_secs(1095 * 86_400),
         compact_every: crate::store::COMPACT_EVERY,
+        disk_reserve_bytes: 0,
     };
     spawn_writer(store, Vec::new(), Duration::from_millis(50), limits)
 }
