@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-APT_PACKAGES=(socat mbpoll chromium chromium-driver)
+APT_PACKAGES=(socat mbpoll chromium chromium-driver faketime util-linux)
 # A python3 able to make venvs (the machine image has one; a bare Debian needs python3-venv).
 python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-venv)
 missing=()

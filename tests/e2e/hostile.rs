@@ -117,3 +117,119 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
     drop(half);
     drop(sim);
 }
+
+/// Removes the tmpfs mounted for a test (also when it fails).
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Bytes free on the file system of `dir` (`stat -f`).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%a %S"])
+        .arg(dir)
+        .output()
+        .expect("stat runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    it.next().unwrap() * it.next().unwrap()
+}
+
+fn alarm_kinds(url: &str) -> Vec<String> {
+    crate::harness::get_json(&format!("{url}/api/state"))["alarms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Promised: on a 16 MiB file system filled until its free space is below the reserve, the
+/// agent prunes the oldest raw readings first (sealed as `data_pruned`, reason `disk_space`),
+/// never evidence; when only evidence is left it refuses readings with an ERROR and a
+/// `store_full` alarm while judgements and evidence are still sealed; once space is back it
+/// stores readings again. Evidence lost: 0; the agent stays up throughout.
+#[test]
+fn a_disk_filled_to_the_brim_is_cleared_of_raw_readings_and_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    let _mounted = Mounted(disk.clone());
+    let placeholder = small_site(dir.path(), &BTreeMap::new());
+    let sim = Sim::start(dir.path(), &placeholder, &[]);
+    let config = small_site(dir.path(), &sim.buses);
+    let db = disk.join("site.db");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "path = \"site.db\"",
+        &format!(
+            "path = \"{}\"\ndisk_reserve_mib = 4\ncompact_interval_ms = 1000",
+            db.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut agent = crate::harness::start_agent(&config);
+    let url = status_url(&mut agent);
+    wait_until(
+        Duration::from_secs(20),
+        "readings on the small disk",
+        || (levels_after(&db, 0) > 20).then_some(()),
+    );
+    let before = crate::harness::evidence_of(&db);
+
+    // Fill the disk until 3 MiB are free (below the 4 MiB reserve).
+    let filler = disk.join("filler");
+    let fill = free_bytes(&disk).saturating_sub(3 << 20);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    wait_until(Duration::from_secs(30), "the store_full alarm", || {
+        alarm_kinds(&url)
+            .iter()
+            .any(|k| k == "store_full")
+            .then_some(())
+    });
+    let err = agent.stderr();
+    assert!(err.contains("pruned the oldest raw readings"), "{err}");
+    assert!(err.contains("readings are no longer stored"), "{err}");
+    assert!(agent.try_exit().is_none(), "the agent stopped: {err}");
+    let during = crate::harness::evidence_of(&db);
+    assert!(
+        during
+            .iter()
+            .any(|r| r.kind == "data_pruned" && r.body.contains("disk_space")),
+        "no data_pruned record for space"
+    );
+    // Every record sealed before is still there, in order, and the chain went on.
+    assert_eq!(&during[..before.len()], &before[..], "evidence lost");
+    assert!(during.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+
+    // Space again: readings are stored again, the alarm goes.
+    std::fs::remove_file(&filler).unwrap();
+    let since = now_ms();
+    wait_until(Duration::from_secs(30), "readings stored again", || {
+        (levels_after(&db, since) > 5).then_some(())
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the store_full alarm to clear",
+        || (!alarm_kinds(&url).iter().any(|k| k == "store_full")).then_some(()),
+    );
+    let status = agent.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let after = crate::harness::evidence_of(&db);
+    assert_eq!(&after[..during.len()], &during[..], "evidence lost");
+    drop(sim);
+}

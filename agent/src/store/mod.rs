@@ -847,14 +847,14 @@ impl Store {
     /// than grown), then deletes the oldest raw readings (blocks, then uncompacted frames),
     /// 100 rows at a time, until `want` bytes of pages inside the file are free, and seals a
     /// `data_pruned` record saying so — in one transaction that deletes before it writes.
-    /// Evidence and rule outputs are never deleted for space. Returns the rows deleted (0:
-    /// no raw readings are left).
+    /// Evidence and rule outputs are never deleted for space. Returns whether `want` bytes
+    /// are free now (false: no raw readings are left to delete).
     pub fn free_space(
         &mut self,
         want: u64,
         now_ms: i64,
         limits: Limits,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<bool, StoreError> {
         integrity::check_identity(&self.path, self.identity)?;
         self.checkpoint();
         let Store {
@@ -866,7 +866,12 @@ impl Store {
             for_space: true,
             ..CompactStats::default()
         };
-        while free_bytes(&tx, path)? < want {
+        let mut enough = false;
+        loop {
+            if free_bytes(&tx, path)? >= want {
+                enough = true;
+                break;
+            }
             let mut deleted = 0;
             for table in ["reading_blocks", "reading_frames"] {
                 deleted = tx
@@ -896,8 +901,11 @@ impl Store {
         }
         self.checkpoint();
         let pruned = stats.pruned_blocks;
+        if pruned > 0 {
+            tracing::warn!(path = %self.path.display(), rows = pruned, "the file system is short of space: pruned the oldest raw readings (sealed as a data_pruned record)");
+        }
         self.health.update(|h| h.pruned_for_space += pruned as u64);
-        Ok(pruned)
+        Ok(enough)
     }
 
     /// Copies the write-ahead log into the file and lets the next writer start it from the
@@ -942,8 +950,8 @@ impl Store {
             reserve > 0 && disk_available(&store.path).is_some_and(|free| free < reserve)
         };
         if short(self) || self.space_exhausted {
-            let freed = self.free_space(want, now_ms, limits)?;
-            self.set_exhausted(freed == 0 && short(self), now_ms);
+            let enough = self.free_space(want, now_ms, limits)?;
+            self.set_exhausted(!enough && short(self), now_ms);
         }
         let attempt = |store: &mut Store| {
             let rows = if store.space_exhausted {
@@ -955,8 +963,10 @@ impl Store {
         };
         let result = match attempt(self) {
             Err(e) if out_of_space(&e) => {
-                let freed = self.free_space(want, now_ms, limits)?;
-                if freed == 0 {
+                let pruned_before = self.health.get().pruned_for_space;
+                self.free_space(want, now_ms, limits)?;
+                // Full with nothing left to delete (free pages in the file did not help).
+                if self.health.get().pruned_for_space == pruned_before {
                     self.set_exhausted(true, now_ms);
                 }
                 attempt(self)
