@@ -68,11 +68,13 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
         || (levels_after(&db, since) >= 10).then_some(()),
     );
     // The page closed the connections it took once their header time ran out.
+    let deadline = Instant::now() + Duration::from_secs(15);
     let closed = flood
         .iter_mut()
         .take(40)
         .map(|s| {
-            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let left = deadline.saturating_duration_since(Instant::now());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
             let mut buf = [0u8; 512];
             // 0 bytes (closed) or an answer: not left hanging.
             s.read(&mut buf).is_ok()
@@ -231,5 +233,188 @@ fn a_disk_filled_to_the_brim_is_cleared_of_raw_readings_and_keeps_every_record()
     assert!(status.success(), "{status}");
     let after = crate::harness::evidence_of(&db);
     assert_eq!(&after[..during.len()], &during[..], "evidence lost");
+    drop(sim);
+}
+
+/// The agent's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Promised: a platform that floods the connection — 200 time-set (1012) requests in a burst,
+/// 30 kB of garbage, acknowledgements with a wrong PW or MN — gets its requests answered
+/// within the budget (burst 20, 2/s), its time-set evidence coalesced (one record at once,
+/// the rest counted in one more record), one warning line about the garbage, no
+/// acknowledgement taken from a forged 9014; the agent stays up with bounded memory.
+#[test]
+fn a_flooding_platform_cannot_grow_the_chain_flood_the_log_or_forge_acknowledgements() {
+    use sealwatch_agent::uplink::hj212::codec::{build, Cp, Flags, Frame, FrameReader, VERSION_2017};
+    const MN: &str = "010000A8900016F000169DC0";
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder = small_site(dir.path(), &BTreeMap::new());
+    let sim = Sim::start(dir.path(), &placeholder, &[]);
+    let config = small_site(dir.path(), &sim.buses);
+    let platform = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[uplink.hj212]]\nname = \"prov\"\naddress = \"{}\"\npw = \"123456\"\ntimeout_s = 30\nretries = 2\nmn = {{ \"F1/NMHC\" = \"{MN}\" }}\n",
+        platform.local_addr().unwrap()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("site.db");
+    let mut agent = crate::harness::start_agent(&config);
+    let (mut conn, _) = platform.accept().unwrap();
+    // What the agent sends, read on a thread so its writes never block.
+    let mut reading = conn.try_clone().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Frame>::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        let mut frames = FrameReader::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reading.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            frames.push(&buf[..n]);
+            while let Some(f) = frames.next_frame() {
+                if let Ok(f) = f {
+                    sink.lock().unwrap().push(f);
+                }
+            }
+        }
+    });
+    let frame = |cn: &str, qn: String, pw: &str, mn: &str, cp: Cp| Frame {
+        qn,
+        st: "91".into(),
+        cn: cn.into(),
+        pw: pw.into(),
+        mn: mn.into(),
+        flag: Flags::upload(VERSION_2017),
+        packet: None,
+        cp,
+    };
+    let mut burst = String::new();
+    for i in 0..200 {
+        let f = frame(
+            "1012",
+            format!("20261202100000{i:03}"),
+            "123456",
+            MN,
+            Cp::new().with_item([("SystemTime", "20261202100000")]),
+        );
+        burst.extend(build(&f).unwrap());
+    }
+    conn.write_all(burst.as_bytes()).unwrap();
+    let garbage: Vec<u8> = (0..30_000u32).map(|i| b"##0099QN=;x\r\n"[(i % 13) as usize]).collect();
+    conn.write_all(&garbage).unwrap();
+    // Wait for the first upload, then acknowledge it only with forged 9014s.
+    let upload = wait_until(Duration::from_secs(150), "an NMHC minute upload", || {
+        received.lock().unwrap().iter().find(|f| f.cn == "2051").cloned()
+    });
+    for (pw, mn) in [("WRONG", MN), ("123456", "NOTMINE")] {
+        let mut ack = Frame::data_response(&upload, VERSION_2017);
+        ack.pw = pw.into();
+        ack.mn = mn.into();
+        conn.write_all(build(&ack).unwrap().concat().as_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kib(agent.pid());
+    let status = agent.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let err = agent.stderr();
+    let records = crate::harness::evidence_of(&db);
+    let time_sets: Vec<&sealwatch_agent::evidence::EvidenceRecord> =
+        records.iter().filter(|r| r.kind == "platform_time_set").collect();
+    assert!(
+        (1..=2).contains(&time_sets.len()),
+        "{} platform_time_set records",
+        time_sets.len()
+    );
+    let counted: u64 = time_sets
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["requests"].as_u64().unwrap())
+        .sum();
+    let answered = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|f| f.cn == "9012" && f.qn.starts_with("20261202100000"))
+        .count() as u64;
+    assert_eq!(counted, answered, "every answered time-set request is counted");
+    assert!(answered < 200, "the burst was not bounded: {answered} answered");
+    let garbage_lines = err.matches("unreadable frame").count();
+    assert!(garbage_lines <= 2, "{garbage_lines} lines about garbage");
+    let refusals = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|f| f.cn == "9011" && f.qn == upload.qn)
+        .filter_map(|f| f.cp.get("QnRtn").map(str::to_owned))
+        .collect::<Vec<_>>();
+    assert_eq!(refusals, ["3", "4"], "forged acknowledgements answered");
+    let cursor = sealwatch_agent::store::Store::open_read_only(&db)
+        .unwrap()
+        .uplink_cursor("hj212:prov")
+        .unwrap();
+    assert_eq!(cursor, 0, "a forged 9014 moved the position");
+    assert!(rss < 200 * 1024, "RSS {rss} KiB");
+    drop(sim);
+}
+
+/// Promised: a wall clock set forward by 100 days while the agent runs (libfaketime, the
+/// monotonic clock left alone) deletes no raw reading and no evidence: retention pruning
+/// pauses, says why (`retention_paused` alarm) and the agent goes on.
+#[test]
+fn a_wall_clock_set_forward_by_months_deletes_nothing() {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(lib).exists(),
+        "{lib} is missing: scripts/setup.sh installs the faketime package"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder = small_site(dir.path(), &BTreeMap::new());
+    let sim = Sim::start(dir.path(), &placeholder, &[]);
+    let config = small_site(dir.path(), &sim.buses);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("commit_interval_ms = 200", "commit_interval_ms = 200\ncompact_interval_ms = 1000");
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("site.db");
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let mut cmd = Command::new(binary("sealwatch"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("LD_PRELOAD", lib)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut agent = Proc::spawn("sealwatch", cmd);
+    let url = status_url(&mut agent);
+    wait_until(Duration::from_secs(20), "readings before the jump", || {
+        (levels_after(&db, 0) > 20).then_some(())
+    });
+    // Let a compaction move them into blocks, then jump.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = levels_after(&db, 0);
+    let records = crate::harness::evidence_of(&db).len();
+    std::fs::write(&offset, "+100d\n").unwrap();
+    wait_until(Duration::from_secs(30), "the retention_paused alarm", || {
+        alarm_kinds(&url).iter().any(|k| k == "retention_paused").then_some(())
+    });
+    // Two more compactions at the jumped clock.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(agent.try_exit().is_none(), "{}", agent.stderr());
+    let after = levels_after(&db, 0);
+    assert!(after >= before, "raw readings deleted: {before} before, {after} after");
+    let kept = crate::harness::evidence_of(&db);
+    assert!(kept.len() >= records && kept[0].seq == 1, "evidence deleted");
+    assert!(agent.stderr().contains("retention pruning is paused"));
     drop(sim);
 }
