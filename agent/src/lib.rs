@@ -5,6 +5,7 @@
 //! [`state`] read by the [`status`] page.
 
 pub mod backoff;
+pub mod bounded;
 pub mod clock;
 pub mod commission;
 pub mod config;

@@ -192,9 +192,11 @@ fn parse_csv(points: &PointTable, line: &str) -> Result<Reading, String> {
 
 /// Reads every line of a replay file: readings, and windows opened or closed.
 pub fn read_replay(path: &Path, points: &PointTable) -> Result<Vec<ReplayItem>, ReplayError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
-        path: path.to_owned(),
-        source,
+    let text = crate::bounded::read_text(path, crate::bounded::REPLAY_BYTES).map_err(|source| {
+        ReplayError::Read {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     let csv = path
         .extension()

@@ -74,7 +74,8 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
         .take(40)
         .map(|s| {
             let left = deadline.saturating_duration_since(Instant::now());
-            s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut buf = [0u8; 512];
             // 0 bytes (closed) or an answer: not left hanging.
             s.read(&mut buf).is_ok()
@@ -253,7 +254,9 @@ fn rss_kib(pid: u32) -> u64 {
 /// acknowledgement taken from a forged 9014; the agent stays up with bounded memory.
 #[test]
 fn a_flooding_platform_cannot_grow_the_chain_flood_the_log_or_forge_acknowledgements() {
-    use sealwatch_agent::uplink::hj212::codec::{build, Cp, Flags, Frame, FrameReader, VERSION_2017};
+    use sealwatch_agent::uplink::hj212::codec::{
+        build, Cp, Flags, Frame, FrameReader, VERSION_2017,
+    };
     const MN: &str = "010000A8900016F000169DC0";
     let dir = tempfile::tempdir().unwrap();
     let placeholder = small_site(dir.path(), &BTreeMap::new());
@@ -310,17 +313,25 @@ fn a_flooding_platform_cannot_grow_the_chain_flood_the_log_or_forge_acknowledgem
         burst.extend(build(&f).unwrap());
     }
     conn.write_all(burst.as_bytes()).unwrap();
-    let garbage: Vec<u8> = (0..30_000u32).map(|i| b"##0099QN=;x\r\n"[(i % 13) as usize]).collect();
+    let garbage: Vec<u8> = (0..30_000u32)
+        .map(|i| b"##0099QN=;x\r\n"[(i % 13) as usize])
+        .collect();
     conn.write_all(&garbage).unwrap();
     // Wait for the first upload, then acknowledge it only with forged 9014s.
     let upload = wait_until(Duration::from_secs(150), "an NMHC minute upload", || {
-        received.lock().unwrap().iter().find(|f| f.cn == "2051").cloned()
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|f| f.cn == "2051")
+            .cloned()
     });
     for (pw, mn) in [("WRONG", MN), ("123456", "NOTMINE")] {
         let mut ack = Frame::data_response(&upload, VERSION_2017);
         ack.pw = pw.into();
         ack.mn = mn.into();
-        conn.write_all(build(&ack).unwrap().concat().as_bytes()).unwrap();
+        conn.write_all(build(&ack).unwrap().concat().as_bytes())
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss = rss_kib(agent.pid());
@@ -328,8 +339,10 @@ fn a_flooding_platform_cannot_grow_the_chain_flood_the_log_or_forge_acknowledgem
     assert!(status.success(), "{status}");
     let err = agent.stderr();
     let records = crate::harness::evidence_of(&db);
-    let time_sets: Vec<&sealwatch_agent::evidence::EvidenceRecord> =
-        records.iter().filter(|r| r.kind == "platform_time_set").collect();
+    let time_sets: Vec<&sealwatch_agent::evidence::EvidenceRecord> = records
+        .iter()
+        .filter(|r| r.kind == "platform_time_set")
+        .collect();
     assert!(
         (1..=2).contains(&time_sets.len()),
         "{} platform_time_set records",
@@ -337,7 +350,11 @@ fn a_flooding_platform_cannot_grow_the_chain_flood_the_log_or_forge_acknowledgem
     );
     let counted: u64 = time_sets
         .iter()
-        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["requests"].as_u64().unwrap())
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["requests"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     let answered = received
         .lock()
@@ -345,8 +362,14 @@ fn a_flooding_platform_cannot_grow_the_chain_flood_the_log_or_forge_acknowledgem
         .iter()
         .filter(|f| f.cn == "9012" && f.qn.starts_with("20261202100000"))
         .count() as u64;
-    assert_eq!(counted, answered, "every answered time-set request is counted");
-    assert!(answered < 200, "the burst was not bounded: {answered} answered");
+    assert_eq!(
+        counted, answered,
+        "every answered time-set request is counted"
+    );
+    assert!(
+        answered < 200,
+        "the burst was not bounded: {answered} answered"
+    );
     let garbage_lines = err.matches("unreadable frame").count();
     assert!(garbage_lines <= 2, "{garbage_lines} lines about garbage");
     let refusals = received
@@ -380,9 +403,10 @@ fn a_wall_clock_set_forward_by_months_deletes_nothing() {
     let placeholder = small_site(dir.path(), &BTreeMap::new());
     let sim = Sim::start(dir.path(), &placeholder, &[]);
     let config = small_site(dir.path(), &sim.buses);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("commit_interval_ms = 200", "commit_interval_ms = 200\ncompact_interval_ms = 1000");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "commit_interval_ms = 200",
+        "commit_interval_ms = 200\ncompact_interval_ms = 1000",
+    );
     std::fs::write(&config, text).unwrap();
     let db = dir.path().join("site.db");
     let offset = dir.path().join("faketime");
@@ -405,16 +429,29 @@ fn a_wall_clock_set_forward_by_months_deletes_nothing() {
     let before = levels_after(&db, 0);
     let records = crate::harness::evidence_of(&db).len();
     std::fs::write(&offset, "+100d\n").unwrap();
-    wait_until(Duration::from_secs(30), "the retention_paused alarm", || {
-        alarm_kinds(&url).iter().any(|k| k == "retention_paused").then_some(())
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the retention_paused alarm",
+        || {
+            alarm_kinds(&url)
+                .iter()
+                .any(|k| k == "retention_paused")
+                .then_some(())
+        },
+    );
     // Two more compactions at the jumped clock.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(agent.try_exit().is_none(), "{}", agent.stderr());
     let after = levels_after(&db, 0);
-    assert!(after >= before, "raw readings deleted: {before} before, {after} after");
+    assert!(
+        after >= before,
+        "raw readings deleted: {before} before, {after} after"
+    );
     let kept = crate::harness::evidence_of(&db);
-    assert!(kept.len() >= records && kept[0].seq == 1, "evidence deleted");
+    assert!(
+        kept.len() >= records && kept[0].seq == 1,
+        "evidence deleted"
+    );
     assert!(agent.stderr().contains("retention pruning is paused"));
     drop(sim);
 }

@@ -357,7 +357,7 @@ impl ProfileSource for ProfileDir {
     }
 
     fn read(&self, file: &Path) -> Option<String> {
-        std::fs::read_to_string(file).ok()
+        crate::bounded::read_text(file, crate::bounded::CONFIG_BYTES).ok()
     }
 }
 
@@ -376,9 +376,11 @@ impl ProfileSource for BTreeMap<String, String> {
 /// Reads and validates a configuration file and the profiles it uses (from its profiles folder,
 /// or built in).
 pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
+    let text = crate::bounded::read_text(path, crate::bounded::CONFIG_BYTES).map_err(|source| {
+        ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(path, text, &ProfileDir { base })
@@ -494,9 +496,11 @@ pub(crate) fn plain_name(name: &str) -> bool {
 
 /// Reads and validates one profile file on its own (its name is the file stem).
 pub fn load_profile(path: &Path) -> Result<Profile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
+    let text = crate::bounded::read_text(path, crate::bounded::CONFIG_BYTES).map_err(|source| {
+        ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     let source = SourceFile::new(path, text);
     let mut found = Vec::new();

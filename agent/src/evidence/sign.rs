@@ -102,7 +102,7 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
             mode,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let text = crate::bounded::read_text(path, crate::bounded::SECRET_BYTES).map_err(io)?;
     let bytes = hex::decode(text.trim()).map_err(|e| KeyError::Malformed {
         path: path.to_owned(),
         why: e.to_string(),

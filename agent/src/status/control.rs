@@ -49,7 +49,7 @@ pub fn write_token(db: &Path) -> std::io::Result<String> {
 
 /// Reads the token of the agent with database `db`.
 pub fn read_token(db: &Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(token_path(db))?;
+    let text = crate::bounded::read_text(&token_path(db), crate::bounded::SECRET_BYTES)?;
     Ok(text.trim().to_owned())
 }
 

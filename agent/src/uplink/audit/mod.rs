@@ -112,7 +112,7 @@ pub enum UplinkError {
 fn http_client(config: &AuditUplinkConfig) -> Result<reqwest::Client, UplinkError> {
     let mut builder = reqwest::Client::builder();
     if let Some(path) = &config.client_identity_file {
-        let pem = std::fs::read(path).map_err(|e| {
+        let pem = crate::bounded::read(path, crate::bounded::SECRET_BYTES).map_err(|e| {
             UplinkError::Client(format!(
                 "cannot read client certificate {}: {e}",
                 path.display()
