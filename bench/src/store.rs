@@ -60,11 +60,12 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
         disk_budget_bytes: 1 << 40,
         evidence_retention: Duration::from_secs(1095 * 86_400),
         compact_every: sealwatch_agent::store::COMPACT_EVERY,
-        disk_reserve_bytes: 0,
+        // As the agent runs by default: free space read before every commit.
+        disk_reserve_bytes: 64 << 20,
     };
 
     // Ours: commits of 20 s of data (20,000 readings), compacted every minute of data, as the
-    // writer does under load.
+    // writer does under load (through the same space-checking commit).
     let ours_path = dir.path().join("ours.db");
     let mut store = Store::open(&ours_path)?;
     let keys: Vec<(String, Option<String>)> = table
@@ -92,7 +93,16 @@ pub(crate) fn measure(seconds: i64) -> anyhow::Result<StoreFigures> {
     let total: usize = batches.iter().map(Vec::len).sum();
     let started = Instant::now();
     for (i, batch) in batches.iter().enumerate() {
-        store.append_readings(batch)?;
+        let at = t0 + (i as i64 + 1) * 20_000;
+        store.append_within_space(
+            batch
+                .iter()
+                .map(|(id, r)| (*id, sealwatch_agent::store::StoredReading::from(r))),
+            &[],
+            &[],
+            at,
+            limits,
+        )?;
         if (i + 1) % 3 == 0 {
             store.compact(t0 + (i as i64 + 1) * 20_000, limits)?;
         }
