@@ -1061,24 +1061,34 @@ fn with_only_evidence_left_readings_are_refused_and_counted_while_evidence_is_st
 }
 
 #[test]
-fn a_wall_clock_set_forward_by_months_prunes_nothing() {
+fn a_wall_clock_set_forward_by_years_prunes_no_reading_and_no_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("site.db")).unwrap();
+    store
+        .enable_evidence("s", ed25519_dalek::SigningKey::from_bytes(&[9; 32]))
+        .unwrap();
     let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
     store.watch_clock(T0, std::time::Instant::now());
+    // Acknowledged evidence, which a clock four years on would otherwise prune.
+    let drafts: Vec<crate::evidence::Draft> = (0..3)
+        .map(|i| crate::evidence::Draft::new(T0 + i, "test", "", &serde_json::json!({})))
+        .collect();
+    store.append(&[], &[], &drafts).unwrap();
+    store.set_uplink_cursor("audit", 3, T0).unwrap();
     store
         .append_readings(&[(ids[0], reading(0, T0, Outcome::Value(1.0)))])
         .unwrap();
     store.compact(T0, limits()).unwrap();
-    // The wall clock now says 100 days later, a moment after the monotonic clock started; a
+    // The wall clock now says four years later, a moment after the monotonic clock started; a
     // reading is stamped with the wrong time too.
-    let jumped = T0 + 100 * 86_400_000;
+    let jumped = T0 + 4 * 365 * 86_400_000;
     store
         .append_readings(&[(ids[0], reading(0, jumped, Outcome::Value(2.0)))])
         .unwrap();
     let stats = store.compact(jumped, limits()).unwrap();
-    assert_eq!(stats.pruned_blocks, 0);
+    assert_eq!((stats.pruned_blocks, stats.pruned_evidence), (0, 0));
     assert_eq!(store.reading_count().unwrap(), 2);
+    assert_eq!(store.evidence_range(0, 100).unwrap().len(), 3);
     let why = store.health().get().retention_paused.expect("said why");
-    assert!(why.contains("+100.0 days"), "{why}");
+    assert!(why.contains("+1460.0 days"), "{why}");
 }

@@ -565,22 +565,39 @@ fn a_realtime_cp_carries_rtd_and_flag_of_each_pollutant() {
     );
 }
 
-/// The session is generic over its byte stream: here an in-memory pipe. A 9014 for another QN
-/// does not count; the value is resent with its QN, and only the matching 9014 moves the
-/// position; a platform that hangs up ends the session as lost.
-#[tokio::test]
-async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, handle, writer) = one_minute_stored(dir.path());
-    let config = platform("pipe", "unused:1".into(), 200, 5);
+/// A session of platform "pipe" (acknowledgement timeout `timeout_ms`, 5 retries) over an
+/// in-memory pipe, from position 0 with one NMHC minute stored: the platform's end, the session
+/// (its end and position), the store handle and its writer.
+#[allow(clippy::type_complexity)]
+fn session_over_a_pipe(
+    dir: &std::path::Path,
+    timeout_ms: u64,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<(session::End, Option<i64>)>,
+    StoreHandle,
+    tokio::task::JoinHandle<Store>,
+) {
+    let (db, handle, writer) = one_minute_stored(dir);
+    let config = platform("pipe", "unused:1".into(), timeout_ms, 5);
     let mut uplink = Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone());
-    let (ours, mut platform) = tokio::io::duplex(8192);
+    let (ours, platform) = tokio::io::duplex(8192);
     let stop = CancellationToken::new();
     let session = tokio::spawn(async move {
         let mut acked = Some(0);
         let end = uplink.session(ours, &stop, &mut acked).await;
         (end, acked)
     });
+    (platform, session, handle, writer)
+}
+
+/// The session is generic over its byte stream: here an in-memory pipe. A 9014 for another QN
+/// does not count; the value is resent with its QN, and only the matching 9014 moves the
+/// position; a platform that hangs up ends the session as lost.
+#[tokio::test]
+async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut platform, session, handle, writer) = session_over_a_pipe(dir.path(), 200);
     let mut reader = FrameReader::new();
     let first = next_frame(&mut platform, &mut reader).await;
     let mut wrong = Frame::data_response(&first, VERSION_2017);
@@ -607,16 +624,7 @@ async fn a_session_over_an_in_memory_pipe_counts_only_the_matching_9014() {
 #[tokio::test]
 async fn a_9014_with_a_wrong_pw_or_mn_is_refused_and_never_taken_as_an_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, handle, writer) = one_minute_stored(dir.path());
-    let config = platform("pipe", "unused:1".into(), 300, 5);
-    let mut uplink = Hj212Uplink::new(config, chrono_tz::Asia::Shanghai, &db, handle.clone());
-    let (ours, mut platform) = tokio::io::duplex(8192);
-    let stop = CancellationToken::new();
-    let session = tokio::spawn(async move {
-        let mut acked = Some(0);
-        let end = uplink.session(ours, &stop, &mut acked).await;
-        (end, acked)
-    });
+    let (mut platform, session, handle, writer) = session_over_a_pipe(dir.path(), 300);
     let mut reader = FrameReader::new();
     let first = next_frame(&mut platform, &mut reader).await;
     for (pw, mn, qn_rtn) in [
