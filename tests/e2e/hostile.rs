@@ -52,6 +52,20 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
         (levels_after(&db, 0) > 0).then_some(())
     });
 
+    // A keep-alive connection that asked once and then went quiet.
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = [0u8; 256];
+    let n = kept.read(&mut first).unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    let asked_once = Instant::now();
+
     let mut flood: Vec<TcpStream> = Vec::new();
     for i in 0..240 {
         let mut s = TcpStream::connect(&addr).expect("connect (the kernel's backlog takes it)");
@@ -84,6 +98,19 @@ fn a_slow_loris_flood_on_the_status_port_starves_nothing_and_stops_nothing() {
         .count();
     assert_eq!(closed, 40, "connections left open past the header timeout");
     drop(flood);
+    // The quiet keep-alive connection was closed by the header deadline (10 s), not kept.
+    kept.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut rest = [0u8; 64];
+    assert_eq!(
+        kept.read(&mut rest).ok(),
+        Some(0),
+        "the idle keep-alive connection is still open"
+    );
+    assert!(
+        asked_once.elapsed() >= Duration::from_secs(9),
+        "closed before its deadline"
+    );
     let (code, _) = wait_until(Duration::from_secs(30), "the page answering again", || {
         http("GET", &format!("{url}/healthz"), None).ok()
     });

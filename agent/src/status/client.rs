@@ -113,13 +113,26 @@ pub fn http_request_with(
         body.len()
     )
     .map_err(io)?;
+    // Each read waits at most `timeout`, and the whole answer must come within a few of them:
+    // a server trickling a byte at a time is cut off, not waited for.
+    let deadline = std::time::Instant::now() + timeout * 4;
     let mut raw = Vec::new();
-    stream
-        .take(MAX_ANSWER_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    if raw.len() as u64 > MAX_ANSWER_BYTES {
-        return Err(answer(format!("longer than {MAX_ANSWER_BYTES} bytes")));
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(answer(format!(
+                "no complete answer within {:?}",
+                timeout * 4
+            )));
+        }
+        let n = stream.read(&mut chunk).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() as u64 > MAX_ANSWER_BYTES {
+            return Err(answer(format!("longer than {MAX_ANSWER_BYTES} bytes")));
+        }
     }
     let split = raw
         .windows(4)
@@ -282,5 +295,26 @@ mod tests {
             super::http_get(&base, "/api/state", std::time::Duration::from_secs(5)).unwrap();
         peer.join().unwrap();
         assert_eq!((code, body.as_str()), (200, "{\"炉\"}"));
+    }
+
+    #[test]
+    fn a_server_trickling_its_answer_is_cut_off_at_the_deadline() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+            // One byte every 50 ms, for ever (until the client hangs up).
+            while s.write_all(b"x").is_ok() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let started = std::time::Instant::now();
+        let e = super::http_get(&base, "/api/state", std::time::Duration::from_millis(200))
+            .unwrap_err();
+        assert!(e.to_string().contains("no complete answer"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
