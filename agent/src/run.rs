@@ -520,7 +520,7 @@ fn started_evidence(
     last_start: Option<&EvidenceRecord>,
 ) -> Draft {
     use sha2::{Digest as _, Sha256};
-    let text = std::fs::read(&config.file).unwrap_or_default();
+    let text = crate::bounded::read(&config.file, crate::bounded::CONFIG_BYTES).unwrap_or_default();
     let config_sha256 = hex::encode(Sha256::digest(&text));
     let previous = last_start.and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok());
     let changed = previous

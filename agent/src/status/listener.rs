@@ -111,8 +111,10 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, stop: Can
                     if let Some(unlogged) = accept_failures.allow(std::time::Instant::now()) {
                         tracing::warn!(error = %e, repeats_since_last_line = unlogged, "status page cannot accept a connection");
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
                 }
             },
         };

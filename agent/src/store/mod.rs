@@ -343,6 +343,10 @@ fn merge_frames(
     Ok(())
 }
 
+/// Free pages the file keeps ready for commits while the file system is below its reserve;
+/// when fewer are left, the oldest raw readings make more.
+pub const SPACE_HEADROOM: u64 = 1 << 20;
+
 /// The newest time stored: the last raw reading or evidence record, ms.
 fn newest_stored_ms(conn: &Connection, path: &Path) -> Result<Option<i64>, StoreError> {
     conn.query_row(
@@ -856,12 +860,17 @@ impl Store {
         limits: Limits,
     ) -> Result<bool, StoreError> {
         integrity::check_identity(&self.path, self.identity)?;
+        if free_bytes(&self.conn, &self.path)? >= want {
+            return Ok(true);
+        }
         self.checkpoint();
         let Store {
             conn, path, sealer, ..
         } = self;
         let sql = |context| sql_err(path, context);
         let tx = conn.transaction().map_err(sql("freeing space"))?;
+        // The file still holds the chain the writer sealed (not a copy written over it).
+        integrity::check_content(&tx, path, sealer.as_ref().map(|s| s.head))?;
         let mut stats = CompactStats {
             for_space: true,
             ..CompactStats::default()
@@ -908,12 +917,12 @@ impl Store {
         Ok(enough)
     }
 
-    /// Copies the write-ahead log into the file and lets the next writer start it from the
-    /// beginning (best effort: a reader may hold it).
+    /// Copies the write-ahead log into the file as far as readers allow (never waits for
+    /// them), so the log's file is reused rather than grown.
     fn checkpoint(&self) {
         let _ = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 
     /// A commit of `readings` with what it comes with, kept within the file system's space:
@@ -945,37 +954,38 @@ impl Store {
         limits: Limits,
     ) -> Result<(), StoreError> {
         let reserve = limits.disk_reserve_bytes;
-        let want = reserve.max(1 << 20);
-        let short = |store: &Store| {
-            reserve > 0 && disk_available(&store.path).is_some_and(|free| free < reserve)
-        };
-        if short(self) || self.space_exhausted {
-            let enough = self.free_space(want, now_ms, limits)?;
-            self.set_exhausted(!enough && short(self), now_ms);
+        let short = reserve > 0 && disk_available(&self.path).is_some_and(|free| free < reserve);
+        // Below the reserve the file must not grow: later commits reuse free pages inside it,
+        // and when fewer than SPACE_HEADROOM are left the oldest raw readings make more.
+        if short && !self.free_space(SPACE_HEADROOM, now_ms, limits)? {
+            self.set_exhausted(true, now_ms);
         }
-        let attempt = |store: &mut Store| {
-            let rows = if store.space_exhausted {
-                &[][..]
-            } else {
-                readings
-            };
+        // While refusing readings, they are tried again whenever the reserve is met.
+        let with_readings = !self.space_exhausted || !short;
+        let attempt = |store: &mut Store, with_readings: bool| {
+            let rows = if with_readings { readings } else { &[][..] };
             store.append_samples(rows, outputs, drafts)
         };
-        let result = match attempt(self) {
+        let (result, stored_readings) = match attempt(self, with_readings) {
             Err(e) if out_of_space(&e) => {
                 let pruned_before = self.health.get().pruned_for_space;
-                self.free_space(want, now_ms, limits)?;
-                // Full with nothing left to delete (free pages in the file did not help).
+                self.free_space(SPACE_HEADROOM, now_ms, limits)?;
+                // Full with nothing left to delete: keep the evidence, refuse the readings.
                 if self.health.get().pruned_for_space == pruned_before {
                     self.set_exhausted(true, now_ms);
                 }
-                attempt(self)
+                let again = with_readings && !self.space_exhausted;
+                (attempt(self, again), again)
             }
-            other => other,
+            other => (other, with_readings),
         };
-        if result.is_ok() && self.space_exhausted && !readings.is_empty() {
-            let n = readings.len() as u64;
-            self.health.update(|h| h.readings_refused += n);
+        if result.is_ok() {
+            if stored_readings {
+                self.set_exhausted(false, now_ms);
+            } else if !readings.is_empty() {
+                let n = readings.len() as u64;
+                self.health.update(|h| h.readings_refused += n);
+            }
         }
         result
     }

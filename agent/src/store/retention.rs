@@ -42,7 +42,7 @@ pub fn reference(wall_now_ms: i64, expected_ms: Option<i64>, newest_ms: Option<i
 /// What the status page and the log say while pruning is paused.
 pub fn paused_text(jump_ms: i64) -> String {
     let days = jump_ms as f64 / 86_400_000.0;
-    format!("the wall clock is {days:+.1} days from where the monotonic clock says it should be; retention pruning is paused (nothing is deleted for age) until the clock is right or the agent restarts")
+    format!("the wall clock is {days:+.1} days from where the monotonic clock says it should be; retention pruning is paused (nothing is deleted for age) while it stays so; once the clock is right, it resumes — if the new clock is the right one (set after start), restart the agent to take it")
 }
 
 #[cfg(test)]

@@ -79,14 +79,12 @@ pub fn max_history_span(interval: Interval) -> Duration {
 /// recomputed).
 pub const MAX_HISTORY_ROWS: usize = 1_500;
 
-/// `to_ms` clipped to the longest span from `from_ms`, and whether it was clipped.
-pub fn clip_history(interval: Interval, from_ms: i64, to_ms: i64) -> (i64, bool) {
-    let last = from_ms.saturating_add(max_history_span(interval).as_millis() as i64 - 1);
-    if to_ms > last {
-        (last, true)
-    } else {
-        (to_ms, false)
-    }
+/// Whether a history request for `[from_ms, to_ms]` (both ends included, as the platform
+/// means them: 00:00 to 24:00 is a day) is within [`max_history_span`]. A longer one is
+/// refused (9011 `QnRtn=2`, request refused) rather than answered in part: HJ 212-2017 has no
+/// way to say "partly answered", and the platform then asks for shorter spans.
+pub fn history_span_ok(interval: Interval, from_ms: i64, to_ms: i64) -> bool {
+    to_ms.saturating_sub(from_ms) <= max_history_span(interval).as_millis() as i64
 }
 
 /// How long one kind of platform-caused evidence is coalesced.
@@ -275,22 +273,14 @@ mod tests {
     }
 
     #[test]
-    fn history_spans_are_clipped_to_a_day_of_minutes() {
-        assert_eq!(
-            clip_history(Interval::Minute, 0, 3_600_000),
-            (3_600_000, false)
+    fn a_day_of_minutes_is_answered_and_more_refused() {
+        assert!(
+            history_span_ok(Interval::Minute, 0, 86_400_000),
+            "00:00 to 24:00"
         );
-        assert_eq!(
-            clip_history(Interval::Minute, 0, 10 * 86_400_000),
-            (86_400_000 - 1, true)
-        );
-        assert_eq!(
-            clip_history(Interval::Hour, 0, 10 * 86_400_000),
-            (10 * 86_400_000, false)
-        );
-        assert_eq!(
-            clip_history(Interval::Minute, i64::MAX - 5, i64::MAX),
-            (i64::MAX, false)
-        );
+        assert!(!history_span_ok(Interval::Minute, 0, 86_400_000 + 60_000));
+        assert!(history_span_ok(Interval::Hour, 0, 10 * 86_400_000));
+        assert!(!history_span_ok(Interval::Hour, 0, 32 * 86_400_000));
+        assert!(history_span_ok(Interval::Minute, i64::MAX - 5, i64::MAX));
     }
 }

@@ -261,11 +261,8 @@ pub enum Request {
         analyzer: String,
         /// BeginTime, ms.
         from_ms: i64,
-        /// EndTime, ms (clipped to [`super::guard::max_history_span`]).
+        /// EndTime, ms (at most [`super::guard::max_history_span`] after BeginTime).
         to_ms: i64,
-        /// Whether the asked span was longer than one answer gives (then the answer ends
-        /// with 9012 `ExeRtn=3` and the platform asks again from the last DataTime).
-        clipped: bool,
     },
     /// 1011.
     GetTime,
@@ -299,14 +296,15 @@ pub fn classify(frame: &Frame, pw: &str, mn: &[(String, String)], tz: Tz) -> Req
                     .and_then(|t| utc_ms(tz, t))
             };
             match (time("BeginTime"), time("EndTime")) {
-                (Some(from_ms), Some(to_ms)) if from_ms <= to_ms => {
-                    let (to_ms, clipped) = super::guard::clip_history(interval, from_ms, to_ms);
+                (Some(from_ms), Some(to_ms))
+                    if from_ms <= to_ms
+                        && super::guard::history_span_ok(interval, from_ms, to_ms) =>
+                {
                     Request::History {
                         interval,
                         analyzer,
                         from_ms,
                         to_ms,
-                        clipped,
                     }
                 }
                 _ => Request::Refuse(2),
@@ -315,30 +313,17 @@ pub fn classify(frame: &Frame, pw: &str, mn: &[(String, String)], tz: Tz) -> Req
     }
 }
 
-/// The answer to a history request: 9011, the values (the request's QN, no ack asked), 9012
-/// (`ExeRtn` 1; 100 without data; 3 when the span or the rows were over the caps and only the
-/// first part is answered).
-pub fn history_answer(
-    request: &Frame,
-    values: &[Aggregate],
-    clipped: bool,
-    h: &Header,
-) -> Vec<Frame> {
+/// The answer to a history request: 9011, the values (the request's QN, no ack asked; at most
+/// [`super::guard::MAX_HISTORY_ROWS`]), 9012 (`ExeRtn` 1; 100 without data).
+pub fn history_answer(request: &Frame, values: &[Aggregate], h: &Header) -> Vec<Frame> {
     let mut out = vec![request_response(request, 1, h.version)];
-    let clipped = clipped || values.len() > super::guard::MAX_HISTORY_ROWS;
     let values = &values[..values.len().min(super::guard::MAX_HISTORY_ROWS)];
     for v in values {
         let mut f = upload_frame(v, &request.mn, request.qn.clone(), h);
         f.flag = Flags::no_ack(h.version);
         out.push(f);
     }
-    let exe_rtn = if clipped {
-        3
-    } else if values.is_empty() {
-        100
-    } else {
-        1
-    };
+    let exe_rtn = if values.is_empty() { 100 } else { 1 };
     out.push(result_frame(request, exe_rtn, h.version));
     out
 }

@@ -326,17 +326,21 @@ impl Hj212Uplink {
                 analyzer,
                 from_ms,
                 to_ms,
-                clipped,
             } => {
-                let (interval, analyzer, from_ms, to_ms, clipped) =
-                    (*interval, analyzer.clone(), *from_ms, *to_ms, *clipped);
+                let (interval, analyzer, from_ms, to_ms) =
+                    (*interval, analyzer.clone(), *from_ms, *to_ms);
                 match self
                     .blocking(move |store| {
                         values_between(store, interval, &analyzer, from_ms, to_ms)
                     })
                     .await
                 {
-                    Ok(values) => history_answer(frame, &values, clipped, &self.header),
+                    Ok(values) => {
+                        if values.len() > super::guard::MAX_HISTORY_ROWS {
+                            tracing::warn!(platform = %name, rows = values.len(), cap = super::guard::MAX_HISTORY_ROWS, "a history answer holds more rows than one answer gives; the first are sent");
+                        }
+                        history_answer(frame, &values, &self.header)
+                    }
                     Err(e) => {
                         tracing::error!(platform = %name, error = %e, "cannot read history for the HJ 212 platform");
                         vec![

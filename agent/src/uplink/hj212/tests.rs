@@ -138,10 +138,9 @@ fn requests_are_classified_and_bad_ones_refused() {
             analyzer: "F1/NMHC".into(),
             from_ms: T0,
             to_ms: T0 + 120_000,
-            clipped: false,
         }
     );
-    // A week of minutes is answered for its first day only, and says so.
+    // A week of minutes is refused (request refused): the platform asks for days.
     let week = request(
         "2051",
         Cp::new().with_item([
@@ -149,16 +148,7 @@ fn requests_are_classified_and_bad_ones_refused() {
             ("EndTime", "20260108080000"),
         ]),
     );
-    assert_eq!(
-        classify(&week, "123456", &mns(), tz),
-        Request::History {
-            interval: Interval::Minute,
-            analyzer: "F1/NMHC".into(),
-            from_ms: T0,
-            to_ms: T0 + 86_400_000 - 1,
-            clipped: true,
-        }
-    );
+    assert_eq!(classify(&week, "123456", &mns(), tz), Request::Refuse(2));
     assert_eq!(classify(&history, "654321", &mns(), tz), Request::Refuse(3));
     let mut other_mn = history.clone();
     other_mn.mn = "X".into();
@@ -194,19 +184,16 @@ fn history_is_answered_with_9011_the_values_and_9012() {
         aggregate(1, &minute("F1/NMHC", T0, Some(1.5), Flag::N)),
         aggregate(2, &minute("F1/NMHC", T0 + 60_000, Some(2.0), Flag::N)),
     ];
-    let frames = history_answer(&req, &values, false, &header());
+    let frames = history_answer(&req, &values, &header());
     let cns: Vec<&str> = frames.iter().map(|f| f.cn.as_str()).collect();
     assert_eq!(cns, ["9011", "2051", "2051", "9012"]);
     assert!(frames.iter().all(|f| f.qn == req.qn && !f.flag.ack));
     assert_eq!(frames[0].cp.get("QnRtn"), Some("1"));
     assert_eq!(frames[2].cp.get("DataTime"), Some("20260101080100"));
     assert_eq!(frames[3].cp.get("ExeRtn"), Some("1"));
-    let none = history_answer(&req, &[], false, &header());
+    let none = history_answer(&req, &[], &header());
     assert_eq!(none[1].cp.get("ExeRtn"), Some("100"));
-    // Over the caps: the first part, then ExeRtn 3 (the request asked more than one answer).
-    let clipped = history_answer(&req, &values, true, &header());
-    assert_eq!(clipped.len(), 4);
-    assert_eq!(clipped[3].cp.get("ExeRtn"), Some("3"));
+    // More rows than one answer gives (values recomputed): the first are sent.
     let many: Vec<_> = (0..crate::uplink::hj212::guard::MAX_HISTORY_ROWS as i64 + 10)
         .map(|i| {
             aggregate(
@@ -215,12 +202,11 @@ fn history_is_answered_with_9011_the_values_and_9012() {
             )
         })
         .collect();
-    let capped = history_answer(&req, &many, false, &header());
+    let capped = history_answer(&req, &many, &header());
     assert_eq!(
         capped.len(),
         crate::uplink::hj212::guard::MAX_HISTORY_ROWS + 2
     );
-    assert_eq!(capped.last().unwrap().cp.get("ExeRtn"), Some("3"));
 }
 
 #[test]
