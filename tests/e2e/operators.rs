@@ -63,7 +63,12 @@ fn the_status_api_serves_state_events_history_and_metrics() {
         || {
             let s = get_json(&format!("{url}/api/state"));
             let b1 = bin_of(&s, "F1/B1")?;
-            (b1["seal_state"] != "unknown" && b1["level_mm"]["value"].is_number()).then_some(s)
+            // The sim charges bins on its own schedule: wait for a moment the lid is shut (a
+            // loaded machine may judge the first time mid-charge).
+            (b1["seal_state"] != "unknown"
+                && b1["level_mm"]["value"].is_number()
+                && b1["lid"] == "closed")
+                .then_some(s)
         },
     );
     assert_eq!(state["source"], "agent");

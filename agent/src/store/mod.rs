@@ -26,6 +26,13 @@
 //! - **Size bound.** Raw readings are kept for `raw_retention` (default 90 days). When the file
 //!   would exceed `disk_budget_bytes`, the oldest raw blocks are deleted first (and logged); the
 //!   space is reused by later writes. Evidence (a later schema version) is never pruned for space.
+//!   Retention counts back from the newest stored data and pauses while the wall clock is more
+//!   than a day off the monotonic clock ([`retention`]).
+//! - **Disk space.** Below `disk_reserve_bytes` free on the file system (statvfs, before each
+//!   commit) or when SQLite reports the disk full, the oldest raw readings are pruned in a
+//!   transaction that deletes before it writes (sealed as `data_pruned`, reason `disk_space`) and
+//!   the commit is tried again; with only evidence and rule outputs left, readings are refused
+//!   and counted while outputs and evidence are still committed ([`Store::append_within_space`]).
 //! - **When the disk is full or the file breaks.** A failed commit keeps the readings in memory and
 //!   is retried every interval; the error names the file and the cause. If the buffer reaches
 //!   [`MAX_BUFFERED`] readings while commits fail, the oldest are dropped and counted (logged at

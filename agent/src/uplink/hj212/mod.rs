@@ -25,7 +25,10 @@
 //!
 //! - 2051 / 2061 with `BeginTime`/`EndTime` (history): 9011 `QnRtn=1`, one data frame per stored
 //!   value in the range (the request's QN, no acknowledgement asked), then 9012 `ExeRtn=1`
-//!   (`ExeRtn=100` when there is no data).
+//!   (`ExeRtn=100` when there is no data); a span longer than a day of minutes or 31 days of
+//!   hours is refused with 9011 `QnRtn=2`, and an answer holds at most 1,500 rows.
+//! - Every frame's PW and MN are checked, acknowledgements (9014) included; requests are
+//!   answered within a budget and the evidence they cause is coalesced ([`guard`]).
 //! - 1011 (time get): 9011, a 1011 frame with `SystemTime`, 9012.
 //! - 1012 (time set): 9011, then 9012 `ExeRtn=2` — the clock is **not** changed (it is kept by
 //!   NTP); the request, with the offset it implied, is sealed as a `platform_time_set` evidence
