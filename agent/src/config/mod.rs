@@ -341,8 +341,9 @@ pub trait ProfileSource {
     /// The file profile `name` would be read from, given the config's `profiles_dir` (the
     /// default is `profiles`); messages name it.
     fn file_of(&self, profiles_dir: &str, name: &str) -> PathBuf;
-    /// The text of that file, or `None` if it does not exist (or cannot be read).
-    fn read(&self, file: &Path) -> Option<String>;
+    /// The text of that file, `None` if it does not exist, or why it cannot be read (too
+    /// long, not UTF-8, not allowed).
+    fn read(&self, file: &Path) -> Result<Option<String>, String>;
 }
 
 /// Profiles in a folder next to the configuration file (`profiles_dir`, relative to `base`).
@@ -356,8 +357,12 @@ impl ProfileSource for ProfileDir {
         self.base.join(profiles_dir).join(format!("{name}.toml"))
     }
 
-    fn read(&self, file: &Path) -> Option<String> {
-        crate::bounded::read_text(file, crate::bounded::CONFIG_BYTES).ok()
+    fn read(&self, file: &Path) -> Result<Option<String>, String> {
+        match crate::bounded::read_text(file, crate::bounded::CONFIG_BYTES) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -367,9 +372,11 @@ impl ProfileSource for BTreeMap<String, String> {
         Path::new(profiles_dir).join(format!("{name}.toml"))
     }
 
-    fn read(&self, file: &Path) -> Option<String> {
-        let stem = file.file_stem()?.to_str()?;
-        self.get(stem).cloned()
+    fn read(&self, file: &Path) -> Result<Option<String>, String> {
+        Ok(file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|stem| self.get(stem).cloned()))
     }
 }
 
@@ -428,7 +435,23 @@ fn read_profiles(
         }
         let valid_name = plain_name(name);
         let file = from.file_of(&dir, name);
-        let profile = match from.read(&file).filter(|_| valid_name) {
+        let read = if valid_name {
+            from.read(&file)
+        } else {
+            Ok(None)
+        };
+        let read = read.unwrap_or_else(|why| {
+            // Named as what it is, not as a missing profile; an empty profile stands in so the
+            // devices using it raise no second error.
+            found.push(ConfigIssue {
+                file: file.clone(),
+                line: None,
+                key: String::new(),
+                message: format!("profile '{name}' cannot be read: {why}"),
+            });
+            Some(String::new())
+        });
+        let profile = match read {
             Some(text) => {
                 let source = SourceFile::new(&file, text);
                 let parsed = parse_toml::<RawProfile>(&source, found).map(|raw| {

@@ -107,7 +107,7 @@ impl ProfileSource for ProfileDirInMemory<'_> {
             .join(format!("{name}.toml"))
     }
 
-    fn read(&self, file: &Path) -> Option<String> {
+    fn read(&self, file: &Path) -> Result<Option<String>, String> {
         self.0.read(file)
     }
 }
@@ -741,4 +741,30 @@ fn non_finite_numbers_are_refused_where_the_file_says_them() {
         "{issue}"
     );
     assert!(issue.message.contains("finite"), "{issue}");
+}
+
+#[test]
+fn a_profile_that_cannot_be_read_is_named_as_such_not_replaced_by_the_built_in_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    // Longer than a profile may be: the built-in seal-node profile must not stand in silently.
+    std::fs::write(profiles.join("seal-node.toml"), vec![b'#'; 2 << 20]).unwrap();
+    std::fs::write(profiles.join("analyzer.toml"), ANALYZER).unwrap();
+    let config = dir.path().join("site.toml");
+    std::fs::write(&config, GOOD).unwrap();
+    let issues = match load(&config) {
+        Err(ConfigError::Invalid(issues)) => issues,
+        other => panic!("accepted or other error: {other:?}"),
+    };
+    assert_eq!(issues.len(), 1, "{issues:#?}");
+    assert!(
+        issues[0]
+            .message
+            .contains("profile 'seal-node' cannot be read"),
+        "{}",
+        issues[0]
+    );
+    assert!(issues[0].message.contains("longer than"), "{}", issues[0]);
+    assert_eq!(issues[0].file, profiles.join("seal-node.toml"));
 }
