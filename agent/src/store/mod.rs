@@ -417,9 +417,12 @@ fn prune_for_budget(
 ) -> Result<usize, StoreError> {
     let mut pruned = 0;
     while used_bytes(tx, path)? > budget {
-        let deleted = tx
-            .execute("DELETE FROM reading_blocks WHERE rowid IN (SELECT rowid FROM reading_blocks ORDER BY last_ms LIMIT 100)", [])
-            .map_err(sql_err(path, "pruning readings for the disk budget"))?;
+        let deleted = delete_oldest_raw(
+            tx,
+            path,
+            &["reading_blocks"],
+            "pruning readings for the disk budget",
+        )?;
         if deleted == 0 {
             tracing::error!(path = %path.display(), budget, "database is over its disk budget with no raw readings left to prune");
             break;
@@ -430,6 +433,34 @@ fn prune_for_budget(
         tracing::warn!(path = %path.display(), blocks = pruned, budget, "pruned the oldest raw readings to stay within the disk budget");
     }
     Ok(pruned)
+}
+
+/// Deletes the 100 oldest rows (by `last_ms`) of the first of `tables` that has any; returns
+/// how many went (0: all are empty).
+fn delete_oldest_raw(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    tables: &[&str],
+    context: &'static str,
+) -> Result<usize, StoreError> {
+    for table in tables {
+        let deleted = tx
+            .execute(&format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY last_ms LIMIT 100)"), [])
+            .map_err(sql_err(path, context))?;
+        if deleted > 0 {
+            return Ok(deleted);
+        }
+    }
+    Ok(0)
+}
+
+/// What [`Store::free_space`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    /// Whether the free pages asked for are there now (false: no raw readings are left).
+    pub enough: bool,
+    /// Raw-reading rows deleted.
+    pub rows: usize,
 }
 
 /// A reading read back from the store.
@@ -858,17 +889,19 @@ impl Store {
     /// than grown), then deletes the oldest raw readings (blocks, then uncompacted frames),
     /// 100 rows at a time, until `want` bytes of pages inside the file are free, and seals a
     /// `data_pruned` record saying so — in one transaction that deletes before it writes.
-    /// Evidence and rule outputs are never deleted for space. Returns whether `want` bytes
-    /// are free now (false: no raw readings are left to delete).
+    /// Evidence and rule outputs are never deleted for space.
     pub fn free_space(
         &mut self,
         want: u64,
         now_ms: i64,
         limits: Limits,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Freed, StoreError> {
         integrity::check_identity(&self.path, self.identity)?;
         if free_bytes(&self.conn, &self.path)? >= want {
-            return Ok(true);
+            return Ok(Freed {
+                enough: true,
+                rows: 0,
+            });
         }
         self.checkpoint();
         let Store {
@@ -888,15 +921,12 @@ impl Store {
                 enough = true;
                 break;
             }
-            let mut deleted = 0;
-            for table in ["reading_blocks", "reading_frames"] {
-                deleted = tx
-                    .execute(&format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY last_ms LIMIT 100)"), [])
-                    .map_err(sql("pruning readings for space"))?;
-                if deleted > 0 {
-                    break;
-                }
-            }
+            let deleted = delete_oldest_raw(
+                &tx,
+                path,
+                &["reading_blocks", "reading_frames"],
+                "pruning readings for space",
+            )?;
             if deleted == 0 {
                 break;
             }
@@ -921,7 +951,10 @@ impl Store {
             tracing::warn!(path = %self.path.display(), rows = pruned, "the file system is short of space: pruned the oldest raw readings (sealed as a data_pruned record)");
         }
         self.health.update(|h| h.pruned_for_space += pruned as u64);
-        Ok(enough)
+        Ok(Freed {
+            enough,
+            rows: pruned,
+        })
     }
 
     /// Copies the write-ahead log into the file as far as readers allow (never waits for
@@ -964,7 +997,7 @@ impl Store {
         let short = reserve > 0 && disk_available(&self.path).is_some_and(|free| free < reserve);
         // Below the reserve the file must not grow: later commits reuse free pages inside it,
         // and when fewer than SPACE_HEADROOM are left the oldest raw readings make more.
-        if short && !self.free_space(SPACE_HEADROOM, now_ms, limits)? {
+        if short && !self.free_space(SPACE_HEADROOM, now_ms, limits)?.enough {
             self.set_exhausted(true, now_ms);
         }
         // While refusing readings, they are tried again whenever the reserve is met.
@@ -975,10 +1008,8 @@ impl Store {
         };
         let (result, stored_readings) = match attempt(self, with_readings) {
             Err(e) if out_of_space(&e) => {
-                let pruned_before = self.health.get().pruned_for_space;
-                self.free_space(SPACE_HEADROOM, now_ms, limits)?;
                 // Full with nothing left to delete: keep the evidence, refuse the readings.
-                if self.health.get().pruned_for_space == pruned_before {
+                if self.free_space(SPACE_HEADROOM, now_ms, limits)?.rows == 0 {
                     self.set_exhausted(true, now_ms);
                 }
                 let again = with_readings && !self.space_exhausted;

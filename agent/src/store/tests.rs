@@ -35,15 +35,20 @@ fn store_on_a_full_disk(dir: &std::path::Path) -> (Store, Vec<i64>) {
         .enable_evidence("s", ed25519_dalek::SigningKey::from_bytes(&[9; 32]))
         .unwrap();
     let ids = store.register_points(&[("a/x".into(), None)]).unwrap();
-    let pages: i64 = store
+    let_the_file_grow_by(&store, 0);
+    (store, ids)
+}
+
+/// Lets the file grow by at most `pages` pages from its size now (0: a full disk).
+fn let_the_file_grow_by(store: &Store, pages: i64) {
+    let now: i64 = store
         .conn
         .query_row("PRAGMA page_count", [], |r| r.get(0))
         .unwrap();
     store
         .conn
-        .pragma_update(None, "max_page_count", pages)
+        .pragma_update(None, "max_page_count", now + pages)
         .unwrap();
-    (store, ids)
 }
 
 #[test]
@@ -984,14 +989,7 @@ fn a_full_file_system_prunes_the_oldest_raw_readings_and_keeps_every_record() {
     let records_before = store.evidence_range(0, 1000).unwrap().len();
     // The disk is full now: no free pages inside the file, and the file may not grow.
     store.conn.execute_batch("VACUUM").unwrap();
-    let pages: i64 = store
-        .conn
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
-    store
-        .conn
-        .pragma_update(None, "max_page_count", pages)
-        .unwrap();
+    let_the_file_grow_by(&store, 0);
     let later = T0 + 3_600_000;
     let fresh = noisy(later);
     let rows = fresh.iter().map(|r| (ids[0], Sample::from(r)));
@@ -1027,14 +1025,7 @@ fn a_full_file_system_prunes_the_oldest_raw_readings_and_keeps_every_record() {
 fn with_only_evidence_left_readings_are_refused_and_counted_while_evidence_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, ids) = store_on_a_full_disk(dir.path());
-    let pages: i64 = store
-        .conn
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
-    store
-        .conn
-        .pragma_update(None, "max_page_count", pages + 2)
-        .unwrap();
+    let_the_file_grow_by(&store, 2);
     let rows = noisy(T0).into_iter().map(|r| (ids[0], Sample::from(&r)));
     let draft = crate::evidence::Draft::new(T0, "breach_started", "F1/B1", &serde_json::json!({}));
     store
